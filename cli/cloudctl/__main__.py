@@ -1,0 +1,5 @@
+"""``python -m cloudctl``."""
+
+from cloudctl.main import entry
+
+entry()

@@ -1,0 +1,56 @@
+"""What every command shares: the app state, ``-o``, and building a service context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+from cloudctl.console import ConsoleProgress, OutputFormat
+from cloudctl.db.session import Database
+from cloudctl.executor.ansible import AnsibleExecutor
+from cloudctl.executor.base import Executor
+from cloudctl.services.context import Context
+from cloudctl.services.settings import load_settings
+
+OutputOpt = Annotated[
+    OutputFormat, typer.Option("--output", "-o", help="Output format: table, json or yaml.")
+]
+
+
+@dataclass
+class AppState:
+    """Global options, set by the main callback."""
+
+    db_url: str | None = None
+    verbose: bool = False
+    quiet: bool = False
+    _ctx: Context | None = None
+
+    def context(self, *, quiet: bool | None = None) -> Context:
+        """The service context for this invocation (schema upgraded on first use)."""
+        if self._ctx is None:
+            settings = load_settings(db_url=self.db_url)
+            db = Database(settings.db_url)
+            db.ensure_schema()
+
+            def executor() -> Executor:
+                return AnsibleExecutor(runs_dir=settings.runs_dir)
+
+            self._ctx = Context(
+                settings=settings,
+                db=db,
+                executor_factory=executor,
+                progress=ConsoleProgress(quiet=self.quiet if quiet is None else quiet),
+            )
+        return self._ctx
+
+
+STATE = AppState()
+
+
+def ctx_for(output: OutputFormat) -> Context:
+    """A context whose progress goes quiet when the output is for machines... unless -v."""
+    quiet = STATE.quiet or (output != OutputFormat.table and not STATE.verbose)
+    return STATE.context(quiet=quiet)

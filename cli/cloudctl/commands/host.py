@@ -1,0 +1,131 @@
+"""``cloudctl host``: register, discover and manage compute hosts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cloudctl.commands.common import OutputOpt, ctx_for
+from cloudctl.console import OutputFormat, emit
+from cloudctl.domain import validation
+from cloudctl.domain.paths import DEFAULT_BRIDGE, DEFAULT_INSTANCES_PATH
+from cloudctl.errors import InvalidInput
+from cloudctl.services import hosts
+
+app = typer.Typer(help="Compute hosts: add, discover, list, enable, disable.", no_args_is_help=True)
+
+COLUMNS = [
+    ("NAME", "name"),
+    ("STATE", "state"),
+    ("STATUS", "status"),
+    ("AZ", "availability_zone"),
+    ("VCPUS", "vcpus"),
+    ("VCPUS USED", "vcpus_used"),
+    ("RAM MB", "memory_mb"),
+    ("RAM USED", "memory_mb_used"),
+    ("DISK GB", "local_gb"),
+    ("VMS", "running_vms"),
+    ("VIRT", "virt_type"),
+]
+
+
+@app.command("add")
+def add(
+    name: str,
+    uri: Annotated[str, typer.Option("--uri", help="libvirt URI, e.g. qemu:///system")],
+    connection: Annotated[
+        str, typer.Option(help="How Ansible reaches it: local or ssh.")
+    ] = "local",
+    address: Annotated[str | None, typer.Option(help="Address for ssh.")] = None,
+    az: Annotated[str, typer.Option("--az", help="Availability zone.")] = "nova",
+    virt_type: Annotated[str, typer.Option(help="kvm or qemu (TCG).")] = "kvm",
+    cpu_mode: Annotated[
+        str, typer.Option(help="none, host-model, host-passthrough, custom.")
+    ] = "none",
+    instances_path: Annotated[
+        str, typer.Option(help="Guest files on the host.")
+    ] = DEFAULT_INSTANCES_PATH,
+    bridge: Annotated[str, typer.Option(help="Bridge guests' NICs attach to.")] = DEFAULT_BRIDGE,
+    python: Annotated[str | None, typer.Option(help="Python interpreter on the host.")] = None,
+    ssh_user: Annotated[str | None, typer.Option(help="SSH user.")] = None,
+    ssh_port: Annotated[int | None, typer.Option(help="SSH port.")] = None,
+    ssh_key: Annotated[str | None, typer.Option(help="SSH private key file.")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="Host label k=v (repeatable).")] = None,
+    discover: Annotated[bool, typer.Option(help="Read capacity now.")] = True,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Register a compute host and discover its capacity through Ansible."""
+    if connection not in ("local", "ssh"):
+        raise InvalidInput(reason=f"--connection must be local or ssh, not {connection!r}")
+    spec = hosts.HostSpec(
+        name=name,
+        libvirt_uri=uri,
+        connection="ssh" if connection == "ssh" else "local",
+        address=address,
+        availability_zone=az,
+        virt_type=virt_type,
+        cpu_mode=cpu_mode,
+        instances_path=instances_path,
+        bridge=bridge,
+        python_interpreter=python,
+        ssh_user=ssh_user,
+        ssh_port=ssh_port,
+        ssh_private_key=ssh_key,
+        labels=validation.properties(label or []),
+    )
+    emit(hosts.add_host(ctx_for(output), spec, discover=discover), output)
+
+
+@app.command("discover")
+def discover(
+    name: Annotated[str | None, typer.Argument(help="Host to discover.")] = None,
+    all_hosts: Annotated[bool, typer.Option("--all", help="Discover every host.")] = False,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Refresh capacity, hypervisor facts and heartbeat of hosts (one play for all)."""
+    if (name is None) == (not all_hosts):
+        raise InvalidInput(reason="give a host NAME or --all")
+    emit(
+        hosts.discover_hosts(ctx_for(output), None if all_hosts else [name or ""]), output, COLUMNS
+    )
+
+
+@app.command("list")
+def list_(output: OutputOpt = OutputFormat.table) -> None:
+    """List hosts with their state and usage from the ledger."""
+    ctx = ctx_for(output)
+    with ctx.db.unit_of_work() as session:
+        now = ctx.clock()
+        rows = [
+            hosts.host_view(session, h, now, ctx.settings.service_down_time_s)
+            for h in hosts.list_hosts(session)
+        ]
+    emit(rows, output, COLUMNS)
+
+
+@app.command("show")
+def show(name: str, output: OutputOpt = OutputFormat.table) -> None:
+    """Show one host."""
+    ctx = ctx_for(output)
+    with ctx.db.unit_of_work() as session:
+        view = hosts.host_view(
+            session, hosts.get_host(session, name), ctx.clock(), ctx.settings.service_down_time_s
+        )
+    emit(view, output)
+
+
+@app.command("enable")
+def enable(name: str, output: OutputOpt = OutputFormat.table) -> None:
+    """Let the scheduler place guests on a host again."""
+    emit(hosts.set_enabled(ctx_for(output), name, True), output)
+
+
+@app.command("disable")
+def disable(
+    name: str,
+    reason: Annotated[str | None, typer.Option(help="Why (shown in host list).")] = None,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Stop scheduling guests on a host (its guests keep running)."""
+    emit(hosts.set_enabled(ctx_for(output), name, False, reason), output)

@@ -1,0 +1,106 @@
+"""Presentation: tables, JSON/YAML output, progress lines and one-line errors (rich)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cloudctl.executor.base import RunEvent
+
+stdout = Console(highlight=False, soft_wrap=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class OutputFormat(StrEnum):
+    """``-o`` values."""
+
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+Columns = Sequence[tuple[str, str]]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value) or "-"
+    if isinstance(value, Mapping):
+        if set(value) >= {"address"}:
+            return str(value["address"])
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def emit(data: Any, output: OutputFormat, columns: Columns | None = None, title: str = "") -> None:
+    """Print ``data`` (a dict or a list of dicts) as a table, JSON or YAML on stdout."""
+    if output == OutputFormat.json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        return
+    if output == OutputFormat.yaml:
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+        return
+    if isinstance(data, Mapping):
+        table = Table(show_header=False, title=title or None, box=None, pad_edge=False)
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        for key, value in data.items():
+            if key == "log":
+                continue
+            table.add_row(escape(key), escape(_cell(value)))
+        stdout.print(table)
+        return
+    rows = list(data)
+    cols = list(columns or [(k, k) for k in (rows[0].keys() if rows else [])])
+    table = Table(title=title or None)
+    for header, _ in cols:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*(escape(_cell(row.get(key))) for _, key in cols))
+    stdout.print(table)
+
+
+def message(text: str) -> None:
+    """A human note on stderr (keeps stdout clean for machines)."""
+    stderr.print(escape(text))
+
+
+def error(text: str) -> None:
+    """The one-line error of a failed command."""
+    stderr.print(f"[bold red]error:[/] {escape(text)}")
+
+
+class ConsoleProgress:
+    """Progress of long work on stderr: service steps and per-host task results."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def info(self, text: str) -> None:
+        """A step of the use case."""
+        if not self.quiet:
+            stderr.print(f"[cyan]•[/] {escape(text)}")
+
+    def run_event(self, event: RunEvent) -> None:
+        """An Ansible event: task starts and non-ok host results."""
+        if self.quiet:
+            return
+        if event.kind == "task_start" and event.task:
+            stderr.print(f"  [dim]▸ {escape(event.playbook)}: {escape(event.task)}[/]")
+        elif event.kind == "host_result" and event.status in ("failed", "unreachable"):
+            first = event.message.splitlines()[0] if event.message else ""
+            stderr.print(f"    [red]✗ {escape(event.host or '?')}[/] {escape(first)}")
+        elif event.kind == "host_result" and event.status == "changed":
+            stderr.print(f"    [green]✓ {escape(event.host or '?')}[/] changed")

@@ -1,0 +1,1 @@
+"""SQL state: typed models, the session / unit of work, and Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Plain types shared by every layer: states, value objects and pure validation. Stdlib only."""

@@ -1,0 +1,72 @@
+"""cloudctl's settings as plain typed values (loading them is the services layer's job)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """Nova's [filter_scheduler] section."""
+
+    enabled_filters: tuple[str, ...] = (
+        "ComputeFilter",
+        "IgnoreHostsFilter",
+        "ForcedHostFilter",
+        "AvailabilityZoneFilter",
+        "RamFilter",
+        "CoreFilter",
+        "DiskFilter",
+    )
+    weighers: dict[str, float] = field(default_factory=lambda: {"RAMWeigher": 1.0})
+    host_subset_size: int = 1
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """The default flat network created on first use."""
+
+    name: str = "default"
+    cidr: str = "10.254.0.0/24"
+    gateway: str | None = "10.254.0.1"
+    dns: tuple[str, ...] = ()
+    bridge: str = "cloudbr0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs to know about its environment."""
+
+    home: Path
+    db_url: str
+    project_id: str = "default"
+    user_id: str = "admin"
+    service_down_time_s: int = 60
+    cpu_allocation_ratio: float = 4.0
+    ram_allocation_ratio: float = 1.0
+    disk_allocation_ratio: float = 1.0
+    reserved_host_memory_mb: int = 512
+    spawn_timeout_s: int = 600
+    stop_timeout_s: int = 60
+    quota_instances: int = 10
+    quota_cores: int = 20
+    quota_ram_mb: int = 51200
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+
+    @property
+    def images_dir(self) -> Path:
+        """Where registered image files are kept on the controller (a tiny Glance)."""
+        return self.home / "images"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Ansible run directories (inventory, events, artifacts) of recent runs."""
+        return self.home / "runs"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Downloads and builds that can be thrown away."""
+        return self.home / "cache"

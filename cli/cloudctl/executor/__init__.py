@@ -1,0 +1,1 @@
+"""The one door to the compute hosts: runs playbooks, returns structured results."""

@@ -1,0 +1,102 @@
+"""The ``cloudctl`` entry point: wires the commands and maps errors to exit codes.
+
+Exit codes: 0 ok, 1 the operation failed, 2 usage or validation error. Errors are one line on
+stderr; the traceback only with ``-v``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated
+
+import click
+import typer
+
+from cloudctl import __version__
+from cloudctl.commands import action, db, flavor, host, image, keypair, server
+from cloudctl.commands.common import STATE
+from cloudctl.console import error
+from cloudctl.errors import CloudctlError
+
+app = typer.Typer(
+    name="cloudctl",
+    help="A small Nova for KVM hosts: schedule, claim and run guests through Ansible.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cloudctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    db_url: Annotated[
+        str | None, typer.Option("--db", envvar="CLOUDCTL_DB", help="SQLAlchemy URL of the state.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks, progress.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """cloudctl: Nova's scheduler, ledger and action history, with Ansible as the hands."""
+    STATE.db_url = db_url
+    STATE.verbose = verbose
+    STATE.quiet = quiet
+
+
+app.command("boot")(server.boot)
+app.command("list")(server.list_)
+app.command("show")(server.show)
+app.command("delete")(server.delete)
+app.command("start")(server.start)
+app.command("stop")(server.stop)
+app.command("reboot")(server.reboot)
+app.command("console")(server.console)
+app.command("_build", hidden=True)(server.build_worker)
+app.add_typer(host.app, name="host")
+app.add_typer(flavor.app, name="flavor")
+app.add_typer(image.app, name="image")
+app.add_typer(keypair.app, name="keypair")
+app.add_typer(action.app, name="action")
+app.add_typer(db.app, name="db")
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (the console script calls ``sys.exit`` on it)."""
+    try:
+        app(args=argv, standalone_mode=False, prog_name="cloudctl")
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.exceptions.Abort:
+        error("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except CloudctlError as exc:
+        if STATE.verbose:
+            traceback.print_exc()
+        error(exc.message.splitlines()[0] if exc.message else type(exc).__name__)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        error("interrupted")
+        return 130
+    except Exception as exc:  # the last resort: one line, traceback only with -v
+        if STATE.verbose:
+            traceback.print_exc()
+        error(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return 1
+    return 0
+
+
+def entry() -> None:
+    """Console-script entry."""
+    sys.exit(run())

@@ -1,0 +1,160 @@
+"""Filter, weigh, normalise, pick, consume: Nova's FilterScheduler, with an explain trace."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from cloudctl.errors import NoValidHost
+from cloudctl.scheduler.filters import HostFilter
+from cloudctl.scheduler.host_state import HostState, RequestSpec
+from cloudctl.scheduler.weighers import HostWeigher
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A host a filter removed, and why."""
+
+    host: str
+    filter: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class WeighedHost:
+    """A host that passed every filter, with its per-weigher and total weights."""
+
+    host: str
+    weight: float
+    weights: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The host chosen for one instance, the runners-up, and the trace behind the choice."""
+
+    host: HostState
+    alternates: tuple[str, ...]
+    weighed: tuple[WeighedHost, ...]
+    rejections: tuple[Rejection, ...]
+
+
+def normalize(values: Sequence[float]) -> list[float]:
+    """Scale to 0..1 (Nova's weights.normalize); all-equal values become 0."""
+    if not values:
+        return []
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        return [0.0 for _ in values]
+    span = hi - lo
+    return [(v - lo) / span for v in values]
+
+
+class FilterScheduler:
+    """Pick hosts for a request; pure, deterministic given ``rng``."""
+
+    def __init__(
+        self,
+        filters: Sequence[HostFilter],
+        weighers: Sequence[tuple[HostWeigher, float]],
+        *,
+        host_subset_size: int = 1,
+        max_alternates: int = 2,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.filters = list(filters)
+        self.weighers = list(weighers)
+        self.host_subset_size = max(1, host_subset_size)
+        self.max_alternates = max_alternates
+        self.rng = rng or random.Random()
+
+    def filter_hosts(
+        self, hosts: Sequence[HostState], spec: RequestSpec, *, first: bool = True
+    ) -> tuple[list[HostState], list[Rejection]]:
+        """Run the filters in order; return survivors and the rejections."""
+        survivors = list(hosts)
+        rejections: list[Rejection] = []
+        for flt in self.filters:
+            if flt.run_filter_once_per_request and not first:
+                continue
+            kept: list[HostState] = []
+            for host in survivors:
+                verdict = flt.host_passes(host, spec)
+                if verdict.passed:
+                    kept.append(host)
+                else:
+                    rejections.append(Rejection(host.name, flt.name, verdict.reason))
+            survivors = kept
+            if not survivors:
+                break
+        return survivors, rejections
+
+    def weigh_hosts(self, hosts: Sequence[HostState], spec: RequestSpec) -> list[WeighedHost]:
+        """Normalise each weigher's raw scores to 0..1, multiply and sum; best first."""
+        totals = [0.0] * len(hosts)
+        per_host: list[dict[str, float]] = [{} for _ in hosts]
+        for weigher, multiplier in self.weighers:
+            raw = [weigher.weigh(h, spec) for h in hosts]
+            for i, value in enumerate(normalize(raw)):
+                weighted = value * multiplier
+                per_host[i][weigher.name] = weighted
+                totals[i] += weighted
+        weighed = [
+            WeighedHost(h.name, totals[i], per_host[i]) for i, h in enumerate(hosts)
+        ]
+        # Stable tie-break on name keeps placements reproducible in tests and plans.
+        weighed.sort(key=lambda w: (-w.weight, w.host))
+        return weighed
+
+    def select(
+        self, hosts: Sequence[HostState], spec: RequestSpec, count: int | None = None
+    ) -> list[Selection]:
+        """Place ``count`` (default ``spec.num_instances``) instances, consuming as it goes.
+
+        Raises :class:`NoValidHost` naming how many hosts each filter removed.
+        """
+        wanted = spec.num_instances if count is None else count
+        by_name = {h.name: h for h in hosts}
+        once = {f.name for f in self.filters if f.run_filter_once_per_request}
+        candidates = list(hosts)
+        selections: list[Selection] = []
+        for index in range(wanted):
+            survivors, rejections = self.filter_hosts(candidates, spec, first=index == 0)
+            if index == 0:
+                # Once-per-request verdicts hold for every instance: drop those hosts for good.
+                gone = {r.host for r in rejections if r.filter in once}
+                candidates = [h for h in hosts if h.name not in gone]
+            if not survivors:
+                raise NoValidHost(
+                    reason=describe_rejections(len(hosts), rejections, index, wanted),
+                    rejections=[(r.host, r.filter, r.reason) for r in rejections],
+                )
+            weighed = self.weigh_hosts(survivors, spec)
+            subset = weighed[: self.host_subset_size]
+            chosen = subset[0] if len(subset) == 1 else self.rng.choice(subset)
+            host = by_name[chosen.host]
+            host.consume(spec)
+            alternates = tuple(w.host for w in weighed if w.host != chosen.host)[
+                : self.max_alternates
+            ]
+            selections.append(Selection(host, alternates, tuple(weighed), tuple(rejections)))
+        return selections
+
+
+def describe_rejections(
+    total: int, rejections: Sequence[Rejection], index: int = 0, wanted: int = 1
+) -> str:
+    """One line: how many hosts each filter removed, with a sample reason each."""
+    if total == 0:
+        return "there are no compute hosts registered"
+    counts: dict[str, int] = {}
+    sample: dict[str, str] = {}
+    for r in rejections:
+        counts[r.filter] = counts.get(r.filter, 0) + 1
+        sample.setdefault(r.filter, f"{r.host}: {r.reason}")
+    parts = [f"{name} removed {n} ({sample[name]})" for name, n in counts.items()]
+    prefix = f"{total} host(s) considered"
+    if wanted > 1:
+        prefix = f"placed {index} of {wanted} instance(s); {prefix}"
+    return prefix + "; " + "; ".join(parts)
