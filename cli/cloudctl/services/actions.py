@@ -69,11 +69,17 @@ def finish_event(
     host: str | None = None,
     started: datetime | None = None,
 ) -> InstanceActionEvent:
-    """Finish the open event named ``event`` (creating it if it was never started)."""
+    """Finish the open event named ``event`` (creating it if it was never started).
+
+    An event that already finished is left as it was: finishing is idempotent.
+    """
     row = next(
         (e for e in reversed(action.events) if e.event == event and e.finish_time is None), None
     )
     if row is None:
+        done = next((e for e in reversed(action.events) if e.event == event), None)
+        if done is not None:
+            return done
         row = start_event(session, action, event, started or now, host)
     row.finish_time = now
     row.result = result

@@ -217,12 +217,7 @@ def _create_and_claim(
         for inst, sel in zip(instances, selections, strict=True):
             host = rows[sel.host.name]
             # Claims made earlier in this transaction moved the generation on.
-            expected = (
-                generations[host.name]
-                - sel.host.num_instances
-                + 1
-                + _claims_before(selections, sel)
-            )
+            expected = generations[host.name]
             generations[host.name] = ledger.claim(session, host, inst.uuid, resources, expected)
             inst.host = host
             inst.availability_zone = host.availability_zone
@@ -238,17 +233,6 @@ def _create_and_claim(
             )
             ctx.progress.info(f"{inst.name}: placed on {host.name}")
         return [i.uuid for i in instances]
-
-
-def _claims_before(selections: Sequence[Any], current: Any) -> int:
-    # Each claim bumps the generation by one; count earlier picks of the same host.
-    n = 0
-    for sel in selections:
-        if sel is current:
-            return n
-        if sel.host.name == current.host.name:
-            n += 1
-    return n
 
 
 def _check_image_fits(image: Image, memory_mb: int, root_gb: int) -> None:

@@ -1,0 +1,229 @@
+"""The boot / delete / power flows over the fake executor: states, events, ledger, cleanup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from tests.conftest import NOW, add_host
+
+from cloudctl.db.models import Allocation, FixedIP, Image, Instance, InstanceFault
+from cloudctl.errors import (
+    AlreadyExists,
+    CloudctlError,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    NoValidHost,
+    OperationFailed,
+    QuotaExceeded,
+)
+from cloudctl.executor.base import RunRequest
+from cloudctl.executor.fake import FakeExecutor
+from cloudctl.services import compute, flavors
+from cloudctl.services.compute import BootRequest
+from cloudctl.services.context import Context
+
+
+def running(req: RunRequest) -> dict[str, Any]:
+    """Answer spawn/power runs as libvirt would: every guest ends up running."""
+    out: dict[str, Any] = {}
+    for host, guests in req.extravars.get("cloudctl_domains", {}).items():
+        out[host] = {
+            "spawn": {
+                "changed": True,
+                "results": [{"name": g["name"], "state": "running"} for g in guests],
+            }
+        }
+    return out
+
+
+def add_image(ctx: Context, name: str = "tiny", **kw: Any) -> None:
+    values: dict[str, Any] = {
+        "uuid": "11111111-1111-4111-8111-111111111111",
+        "name": name,
+        "disk_format": "qcow2",
+        "path": "/images/disk",
+        "checksum": "a" * 64,
+        "virtual_size_bytes": 64 * 1024**2,
+        "kernel_path": "/images/kernel",
+        "kernel_checksum": "b" * 64,
+        "initrd_path": "/images/initrd",
+        "initrd_checksum": "c" * 64,
+        "cmdline": "console=ttyS0",
+    }
+    values.update(kw)
+    with ctx.db.unit_of_work() as s:
+        s.add(Image(**values))
+
+
+@pytest.fixture
+def cloud(ctx: Context, fake: FakeExecutor) -> Context:
+    add_host(ctx, "h1")
+    add_host(ctx, "h2", memory_mb=2048)
+    flavors.create_flavor(ctx, "small", vcpus=1, memory_mb=512, root_gb=1)
+    flavors.create_flavor(ctx, "huge", vcpus=1, memory_mb=8192, root_gb=1)
+    add_image(ctx)
+    fake.on("spawn.yml", running)
+    return ctx
+
+
+def counts(ctx: Context) -> tuple[int, int, int]:
+    with ctx.db.unit_of_work() as s:
+        return (
+            s.scalar(select(func.count(Instance.id)).where(Instance.deleted == 0)) or 0,
+            s.scalar(select(func.count(Allocation.id))) or 0,
+            s.scalar(select(func.count(FixedIP.id)).where(FixedIP.allocated)) or 0,
+        )
+
+
+def test_boot_goes_active_with_events_claim_and_ip(cloud: Context, fake: FakeExecutor) -> None:
+    [view] = compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
+    assert view["status"] == "ACTIVE"
+    assert view["power_state"] == "RUNNING"
+    assert view["host"] == "h1"  # more free RAM than h2
+    assert view["addresses"][0]["address"] == "10.254.0.2"
+    assert counts(cloud) == (1, 3, 1)
+    [action] = compute.action_list(cloud, "web")
+    assert action["action"] == "create"
+    assert [(e["event"], e["result"]) for e in action["events"]] == [
+        ("schedule", "Success"),
+        ("networking", "Success"),
+        ("block_device_mapping", "Success"),
+        ("spawn", "Success"),
+    ]
+    req = fake.requests[-1]
+    assert req.playbook == "spawn.yml"
+    [domain] = req.extravars["cloudctl_domains"]["h1"]
+    assert domain["name"] == f"instance-{view['uuid']}"
+    assert f"<uuid>{view['uuid']}</uuid>" in domain["xml"]
+    [drive] = req.extravars["cloudctl_config_drives"]["h1"]
+    assert "local-hostname: web" in drive["files"]["meta-data"]
+    assert {b["checksum"][0] for b in req.extravars["cloudctl_base_files"]["h1"]} == {"a", "b", "c"}
+
+
+def test_count_spreads_and_names(cloud: Context) -> None:
+    views = compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny", count=3))
+    assert [v["name"] for v in views] == ["web-1", "web-2", "web-3"]
+    assert [v["host"] for v in views] == ["h1", "h1", "h1"] or len({v["host"] for v in views}) == 2
+    assert len({v["addresses"][0]["address"] for v in views}) == 3
+
+
+def test_spawn_failure_goes_error_and_frees_everything(cloud: Context, fake: FakeExecutor) -> None:
+    fake.fail("spawn.yml", host="h1", task="spawn", msg="qemu exploded")
+    with pytest.raises(OperationFailed, match="qemu exploded"):
+        compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
+    view = compute.show_instance(cloud, "web")
+    assert view["status"] == "ERROR"
+    assert "qemu exploded" in view["fault"]["message"]
+    assert view["addresses"] == []
+    assert counts(cloud) == (1, 0, 0)
+    assert fake.requests[-1].playbook == "destroy.yml"
+    [action] = compute.action_list(cloud, "web")
+    assert action["events"][-1]["result"] == "Error"
+
+
+@pytest.mark.parametrize(
+    ("req", "error"),
+    [
+        (BootRequest(name="Bad_Name", flavor="small", image="tiny"), InvalidInput),
+        (BootRequest(name="-x", flavor="small", image="tiny"), InvalidInput),
+        (BootRequest(name="a" * 64, flavor="small", image="tiny"), InvalidInput),
+        (BootRequest(name="web", flavor="nope", image="tiny"), NotFound),
+        (BootRequest(name="web", flavor="small", image="nope"), NotFound),
+        (BootRequest(name="web", flavor="small", image="tiny", count=0), InvalidInput),
+        (BootRequest(name="web", flavor="small", image="tiny", key_name="nokey"), NotFound),
+        (
+            BootRequest(name="web", flavor="small", image="tiny", availability_zone="bad az"),
+            InvalidInput,
+        ),
+        (
+            BootRequest(name="web", flavor="small", image="tiny", availability_zone="nova:nohost"),
+            NotFound,
+        ),
+        (BootRequest(name="web", flavor="huge", image="tiny"), NoValidHost),
+        (
+            BootRequest(name="web", flavor="small", image="tiny", availability_zone="az9"),
+            NoValidHost,
+        ),
+        (BootRequest(name="web", flavor="small", image="tiny", count=30), QuotaExceeded),
+    ],
+)
+def test_refused_boots_leave_nothing(
+    cloud: Context, fake: FakeExecutor, req: BootRequest, error: type[CloudctlError]
+) -> None:
+    with pytest.raises(error) as exc:
+        compute.boot(cloud, req)
+    assert exc.value.exit_code == (2 if error in (InvalidInput, NotFound) else 1)
+    assert counts(cloud) == (0, 0, 0)
+    assert fake.requests == []
+
+
+def test_no_valid_host_names_the_filter(cloud: Context) -> None:
+    with pytest.raises(NoValidHost, match=r"RamFilter removed 2 \(h1: ram: needs 8192 MiB"):
+        compute.boot(cloud, BootRequest(name="web", flavor="huge", image="tiny"))
+
+
+def test_image_larger_than_flavor_disk(cloud: Context) -> None:
+    add_image(
+        cloud, "big", uuid="22222222-2222-4222-8222-222222222222", virtual_size_bytes=5 * 1024**3
+    )
+    with pytest.raises(InvalidInput, match="smaller than the image"):
+        compute.boot(cloud, BootRequest(name="web", flavor="small", image="big"))
+
+
+def test_duplicate_name_refused(cloud: Context) -> None:
+    compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
+    with pytest.raises(AlreadyExists):
+        compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
+
+
+def test_delete_frees_claim_ip_and_marks_deleted(cloud: Context, fake: FakeExecutor) -> None:
+    [view] = compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
+    [gone] = compute.delete(cloud, ["web"])
+    assert gone["status"] == "DELETED"
+    assert counts(cloud) == (0, 0, 0)
+    req = fake.requests[-1]
+    assert req.playbook == "destroy.yml"
+    assert req.extravars["cloudctl_domains"]["h1"] == [{"name": view["domain"], "state": "absent"}]
+    assert req.extravars["cloudctl_disks"]["h1"] == [{"uuid": view["uuid"]}]
+    assert [a["action"] for a in compute.action_list(cloud, "web")] == ["create", "delete"]
+    # the name is free again (soft delete keeps the row)
+    compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
+
+
+def test_delete_failure_keeps_books(cloud: Context, fake: FakeExecutor) -> None:
+    compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
+    fake.fail("destroy.yml", host="h1", task="undefine", msg="libvirt down")
+    with pytest.raises(OperationFailed, match="libvirt down"):
+        compute.delete(cloud, ["web"])
+    view = compute.show_instance(cloud, "web")
+    assert view["status"] == "ERROR"
+    assert counts(cloud) == (1, 3, 1)
+
+
+def test_power_state_machine(cloud: Context, fake: FakeExecutor) -> None:
+    compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
+    with pytest.raises(InvalidState):
+        compute.power(cloud, ["web"], "start")
+    fake.on(
+        "power.yml",
+        lambda req: {
+            h: {"power": {"results": [{"name": g["name"], "state": "shutoff"} for g in gs]}}
+            for h, gs in req.extravars["cloudctl_domains"].items()
+        },
+    )
+    [v] = compute.power(cloud, ["web"], "stop")
+    assert (v["status"], v["power_state"]) == ("SHUTOFF", "SHUTDOWN")
+    assert fake.requests[-1].extravars["cloudctl_domains"]["h1"][0]["state"] == "shutdown"
+
+
+def test_fault_rows_recorded(cloud: Context, fake: FakeExecutor) -> None:
+    fake.fail("spawn.yml", host="h1", task="disks", msg="no space")
+    with pytest.raises(OperationFailed):
+        compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
+    with cloud.db.unit_of_work() as s:
+        fault = s.scalars(select(InstanceFault)).one()
+        assert "no space" in fault.message and fault.host == "h1"
+        assert fault.created_at == NOW
