@@ -1,0 +1,503 @@
+"""The real executor: ansible-runner running ``ansible-playbook`` of this very environment.
+
+This is the only module of cloudctl that imports ``ansible_runner`` (lazily, so commands that never
+run a playbook do not pay for the import). One run is one private data directory under
+``runs_dir``::
+
+    <runs_dir>/<UTC time>-<playbook>-<random>/      mode 0700
+        inventory/hosts.json                        rendered from RunRequest.hosts (0600)
+        env/extravars                               RunRequest.extravars as JSON (0600)
+        env/settings                                runner settings (poll interval)
+        artifacts/run/{stdout,rc,status,command,job_events/}
+
+Templates in inventory variables and extra vars are never evaluated (see
+:func:`~cloudctl.executor.inventory.protect_templates`); extra vars travel in a file, not on the
+command line, so they do not show in ``ps``. Only the newest ``keep_runs`` directories are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sysconfig
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from cloudctl.domain.paths import LIBRARY_DIR, MODULE_UTILS_DIR, PLAYBOOKS_DIR, ROLES_DIR
+from cloudctl.errors import ConfigError, ExecutorError
+from cloudctl.executor.base import (
+    EventHandler,
+    RunEvent,
+    RunRequest,
+    RunResult,
+    TaskResult,
+    TaskStatus,
+)
+from cloudctl.executor.events import clean_result, host_result_event, run_end_event, short
+from cloudctl.executor.inventory import protect_templates, render_inventory
+
+log = logging.getLogger(__name__)
+
+#: Lines of ansible-playbook output kept in ``RunResult.stdout_tail``.
+STDOUT_TAIL_LINES = 40
+#: How often (s) the runner's loop wakes up to check for a timeout or a cancel (Ctrl-C).
+POLL_INTERVAL_S = 0.5
+#: ansible-runner's artifact sub-directory name (its ``ident``) inside a run directory.
+ARTIFACTS_IDENT = "run"
+#: A run directory without a final status is pruned only when older than this (s): it may
+#: belong to a run still going on in another process.
+STALE_RUN_S = 24 * 3600
+#: Names of the run directories this executor makes: ``<UTC time>-<playbook>-<random>``.
+_RUN_DIR_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-.+-[^-]+$")
+
+_RESULT_EVENTS: Mapping[str, TaskStatus] = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
+_TASK_START_EVENTS = frozenset({"playbook_on_task_start", "playbook_on_handler_task_start"})
+
+
+def ansible_bin_dir() -> Path:
+    """The directory of the ``ansible-playbook`` that belongs to this Python environment.
+
+    ansible-runner starts ``ansible-playbook`` through ``PATH``; putting this directory first means
+    a run never picks up another installation (or none, when the venv is not activated).
+    """
+    candidates = [Path(sysconfig.get_path("scripts"))]
+    found = shutil.which("ansible-playbook")
+    if found:
+        candidates.append(Path(found).parent)
+    for directory in candidates:
+        if os.access(directory / "ansible-playbook", os.X_OK):
+            return directory
+    raise ExecutorError(
+        "ansible-playbook not found (is ansible-core installed in this environment?)",
+        reason="ansible-playbook not found",
+    )
+
+
+class AnsibleExecutor:
+    """Runs playbooks from ``playbooks_dir`` with ansible-runner; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        runs_dir: Path,
+        playbooks_dir: Path = PLAYBOOKS_DIR,
+        library_dir: Path = LIBRARY_DIR,
+        roles_dir: Path = ROLES_DIR,
+        module_utils_dir: Path = MODULE_UTILS_DIR,
+        keep_runs: int = 20,
+        forks: int = 10,
+        timeout_s: int | None = None,
+    ) -> None:
+        if keep_runs < 1:
+            raise ConfigError(reason=f"keep_runs must be at least 1, not {keep_runs}")
+        if forks < 1:
+            raise ConfigError(reason=f"forks must be at least 1, not {forks}")
+        if timeout_s is not None and timeout_s < 1:
+            raise ConfigError(reason=f"timeout_s must be at least 1, not {timeout_s}")
+        self.runs_dir = Path(runs_dir)
+        self.playbooks_dir = Path(playbooks_dir)
+        self.library_dir = Path(library_dir)
+        self.roles_dir = Path(roles_dir)
+        self.module_utils_dir = Path(module_utils_dir)
+        self.keep_runs = keep_runs
+        self.forks = forks
+        self.timeout_s = timeout_s
+
+    # -- the Executor protocol ---------------------------------------------------------------
+
+    def run(self, request: RunRequest, on_event: EventHandler | None = None) -> RunResult:
+        """Run ``request``; a failed play is a ``RunResult`` with ``ok=False``, never an exception.
+
+        Raises :class:`ExecutorError` only when the run cannot start at all (unknown playbook,
+        no ``ansible-playbook``, ansible-runner refusing its configuration), and
+        :class:`~cloudctl.errors.InvalidInput` for hosts that cannot form an inventory.
+        A SIGINT/SIGTERM during the run stops ansible-playbook, then is re-delivered to the
+        handler that was in place before (so Ctrl-C still raises ``KeyboardInterrupt``).
+        """
+        import ansible_runner  # the one import of ansible_runner in cloudctl
+
+        playbook_path = self._playbook_path(request.playbook)
+        bin_dir = ansible_bin_dir()
+        inventory = protect_templates(render_inventory(request.hosts))
+        extravars = protect_templates(dict(request.extravars))
+        data_dir = self._new_run_dir(request.playbook)
+        inventory_path = data_dir / "inventory" / "hosts.json"
+        _write_private_json(inventory_path, inventory)
+        _write_private_json(data_dir / "env" / "extravars", extravars)
+        # ansible-runner reads settings only from this file (its `settings=` argument is dropped
+        # when the file is missing).
+        _write_private_json(data_dir / "env" / "settings", {"pexpect_timeout": POLL_INTERVAL_S})
+
+        collector = _Collector(request.playbook, on_event)
+        collector.emit(RunEvent(kind="run_start", playbook=request.playbook,
+                                message=request.description))
+        cmdline = " ".join(
+            flag for flag, wanted in (("--check", request.check), ("--diff", request.diff))
+            if wanted
+        )
+        started = time.monotonic()
+        with _watchdog(data_dir, self.timeout_s) as watchdog:
+            try:
+                runner = ansible_runner.run(
+                    private_data_dir=str(data_dir),
+                    ident=ARTIFACTS_IDENT,
+                    playbook=str(playbook_path),
+                    inventory=str(inventory_path),
+                    envvars=self._envvars(bin_dir),
+                    cmdline=cmdline or None,
+                    forks=self.forks,
+                    quiet=True,
+                    suppress_env_files=True,  # envvars stay in memory, not in env/envvars
+                    fact_cache_type="memory",  # no per-run jsonfile fact cache
+                    event_handler=collector.handle,
+                    cancel_callback=watchdog.should_stop,
+                )
+            except Exception as exc:  # ansible-runner's configuration errors and the like
+                raise ExecutorError(
+                    f"cannot run {request.playbook}: ansible-runner failed to start: {exc}",
+                    playbook=request.playbook, reason=str(exc),
+                ) from exc
+        duration = time.monotonic() - started
+
+        artifacts_dir = Path(runner.config.artifact_dir)
+        tail = _tail(artifacts_dir / "stdout", STDOUT_TAIL_LINES)
+        status, rc = str(runner.status), int(runner.rc if runner.rc is not None else -1)
+        if rc == 127 and not collector.saw_events:
+            raise ExecutorError(
+                f"cannot run {request.playbook}: ansible-playbook did not start: {tail}",
+                playbook=request.playbook, reason=tail,
+            )
+        if watchdog.timed_out:
+            tail += f"\ncloudctl: the run timed out after {self.timeout_s} s and was stopped"
+        elif status == "canceled":
+            tail += "\ncloudctl: the run was interrupted and stopped"
+        ok = status == "successful" and rc == 0
+        result = RunResult(
+            playbook=request.playbook,
+            ok=ok,
+            rc=rc,
+            tasks=tuple(collector.tasks),
+            duration_s=duration,
+            artifacts_dir=str(artifacts_dir),
+            stdout_tail=tail.strip("\n"),
+        )
+        collector.emit(run_end_event(
+            request.playbook, ok, result.tasks, ignored=collector.ignored,
+            fallback=_last_line(tail) or f"{status} (rc={rc})",
+        ))
+        self.prune()
+        watchdog.redeliver()
+        return result
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def prune(self) -> list[Path]:
+        """Delete run directories beyond the newest ``keep_runs``; returns what was deleted.
+
+        A directory whose run has not recorded a final status may belong to a run still going on
+        in another process: it is deleted only once older than a day.
+        """
+        if not self.runs_dir.is_dir():
+            return []
+        runs = sorted(
+            (p for p in self.runs_dir.iterdir() if p.is_dir() and _RUN_DIR_RE.match(p.name)),
+            key=lambda p: p.name,
+        )
+        removed: list[Path] = []
+        now = time.time()
+        for path in runs[: max(0, len(runs) - self.keep_runs)]:
+            finished = (path / "artifacts" / ARTIFACTS_IDENT / "status").exists()
+            try:
+                stale = now - path.stat().st_mtime > STALE_RUN_S
+            except OSError:
+                continue
+            if finished or stale:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
+
+    def _playbook_path(self, playbook: str) -> Path:
+        root = self.playbooks_dir.resolve()
+        path = (root / playbook).resolve()
+        if not playbook or not path.is_relative_to(root) or not path.is_file():
+            raise ExecutorError(
+                f"cannot run {playbook!r}: no such playbook in {root}",
+                playbook=playbook, reason="playbook not found",
+            )
+        return path
+
+    def _new_run_dir(self, playbook: str) -> Path:
+        self.runs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        stem = Path(playbook).stem.replace("-", "_") or "run"
+        path = Path(tempfile.mkdtemp(prefix=f"{stamp}-{stem}-", dir=self.runs_dir))
+        path.chmod(0o700)
+        return path
+
+    def _envvars(self, bin_dir: Path) -> dict[str, str]:
+        return {
+            "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", os.defpath)]),
+            "ANSIBLE_LIBRARY": str(self.library_dir),
+            "ANSIBLE_ROLES_PATH": str(self.roles_dir),
+            "ANSIBLE_MODULE_UTILS": str(self.module_utils_dir),
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCALHOST_WARNING": "False",
+            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+            # our inventory is one JSON file: load only the plugin that reads it
+            "ANSIBLE_INVENTORY_ENABLED": "yaml",
+            # one ssh round trip per task instead of put + chmod + exec (we are root: no sudo tty)
+            "ANSIBLE_PIPELINING": "True",
+        }
+
+
+
+class _Collector:
+    """Turns ansible-runner's event dicts into TaskResults and RunEvents."""
+
+    def __init__(self, playbook: str, on_event: EventHandler | None) -> None:
+        self.playbook = playbook
+        self.on_event = on_event
+        self.tasks: list[TaskResult] = []
+        self.ignored: list[TaskResult] = []
+        self.saw_events = False
+        self._handler_failed = False
+
+    def emit(self, event: RunEvent) -> None:
+        """Give ``event`` to the caller's handler; a failing handler never breaks the run."""
+        if self.on_event is None or self._handler_failed:
+            return
+        try:
+            self.on_event(event)
+        except Exception:
+            # Stopping ansible-playbook half-way because a progress display broke would leave
+            # hosts in a worse state than finishing the run: log, then stop calling the handler.
+            self._handler_failed = True
+            log.exception("the run event handler failed; no more events for this run")
+
+    def handle(self, raw: Mapping[str, Any]) -> bool:
+        """ansible-runner's ``event_handler``; True keeps the event in ``job_events/``."""
+        self.saw_events = True
+        kind = raw.get("event")
+        data = raw.get("event_data") or {}
+        if kind == "playbook_on_play_start":
+            self.emit(RunEvent(kind="play_start", playbook=self.playbook,
+                               message=str(data.get("play") or "")))
+        elif kind in _TASK_START_EVENTS:
+            self.emit(RunEvent(kind="task_start", playbook=self.playbook,
+                               task=str(data.get("task") or "")))
+        elif isinstance(kind, str) and kind in _RESULT_EVENTS:
+            self._host_result(_RESULT_EVENTS[kind], data)
+        return True
+
+    def _host_result(self, status: TaskStatus, data: Mapping[str, Any]) -> None:
+        res = clean_result(data.get("res"))
+        if status == "ok" and res.get("changed"):
+            status = "changed"
+        task = TaskResult(
+            host=str(data.get("host") or ""),
+            task=str(data.get("task") or ""),
+            action=str(data.get("task_action") or ""),
+            status=status,
+            result=res,
+            started=_parse_time(data.get("start")),
+            ended=_parse_time(data.get("end")),
+        )
+        ignored = status == "failed" and bool(data.get("ignore_errors"))
+        self.tasks.append(task)
+        if ignored:
+            self.ignored.append(task)
+        self.emit(host_result_event(self.playbook, task, ignored=ignored))
+
+
+class _Watchdog:
+    """Stops a run on SIGINT/SIGTERM or after ``timeout_s``, killing the whole process tree.
+
+    ansible-runner's own stop (``timeout=``, its signal handler) SIGKILLs the process group of
+    ansible-playbook only, but Ansible's workers call ``setsid()``: they and the modules they run
+    (a ``sleep``, a ``virsh``) would live on as orphans. We freeze and kill every descendant.
+    The caught signal is re-delivered, after the run, to the handler that was in place before
+    (so Ctrl-C still ends in ``KeyboardInterrupt``); ansible-runner's handlers, which it never
+    removes, are not installed at all because we pass our own ``cancel_callback``.
+    """
+
+    def __init__(self, run_dir: Path, timeout_s: int | None) -> None:
+        self.run_dir = str(run_dir)
+        self.timeout_s = timeout_s
+        self.signum: int | None = None
+        self.timed_out = False
+        self._started = time.monotonic()
+        self._stopped = False
+        self._previous: dict[int, Any] = {}
+
+    def should_stop(self) -> bool:
+        """ansible-runner's ``cancel_callback``, polled every ``POLL_INTERVAL_S``."""
+        if self._stopped:
+            return True
+        if self.timeout_s is not None and time.monotonic() - self._started > self.timeout_s:
+            self.timed_out = True
+        if self.signum is None and not self.timed_out:
+            return False
+        self._stopped = True
+        for pid in _children_running(self.run_dir):
+            _kill_tree(pid)
+        return True
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+
+    def install(self) -> None:
+        """Catch SIGINT and SIGTERM (main thread only; elsewhere signals are not ours)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def redeliver(self) -> None:
+        """Raise the caught signal again, now that the previous handler is back."""
+        if self.signum is not None:
+            signum, self.signum = self.signum, None
+            signal.raise_signal(signum)
+
+
+@contextmanager
+def _watchdog(run_dir: Path, timeout_s: int | None) -> Iterator[_Watchdog]:
+    watchdog = _Watchdog(run_dir, timeout_s)
+    watchdog.install()
+    try:
+        yield watchdog
+    finally:
+        watchdog.restore()
+
+
+def _process_table() -> dict[int, int]:
+    """pid -> parent pid of every process we can see (Linux ``/proc``; empty elsewhere)."""
+    table: dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return table
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                stat_line = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        fields = stat_line[stat_line.rfind(")") + 2:].split()
+        if len(fields) > 1:
+            table[int(entry)] = int(fields[1])
+    return table
+
+
+def _children_running(marker: str) -> list[int]:
+    """Our child processes whose command line mentions ``marker`` (the run directory)."""
+    me = os.getpid()
+    found = []
+    for pid, ppid in _process_table().items():
+        if ppid != me:
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(pid)
+    return found
+
+
+def _kill_tree(root: int) -> None:
+    """SIGSTOP ``root`` and its descendants until no new ones appear, then SIGKILL them all."""
+    stopped: set[int] = set()
+    for _ in range(5):
+        table = _process_table()
+        children: dict[int, list[int]] = {}
+        for pid, ppid in table.items():
+            children.setdefault(ppid, []).append(pid)
+        tree, todo = set(), [root]
+        while todo:
+            pid = todo.pop()
+            if pid not in tree:
+                tree.add(pid)
+                todo.extend(children.get(pid, []))
+        new = tree - stopped
+        if not new:
+            break
+        for pid in new:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped |= new
+    for pid in stopped:
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _write_private_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        text = json.dumps(data, indent=1, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ExecutorError(
+            f"cannot write {path.name}: value is not JSON serialisable: {exc}",
+            reason=str(exc),
+        ) from exc
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            kept = deque((line.rstrip("\n") for line in f), maxlen=lines)
+    except OSError:
+        return ""
+    while kept and not kept[0].strip():
+        kept.popleft()
+    return "\n".join(kept)
+
+
+def _last_line(text: str) -> str:
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return short(line.strip())
+    return ""
+
+
+def _parse_time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+

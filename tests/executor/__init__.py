@@ -1,0 +1,1 @@
+"""Tests of cloudctl.executor: inventory, events, the fake and the real Ansible executor."""
