@@ -10,7 +10,6 @@ import sys
 import traceback
 from typing import Annotated
 
-import click
 import typer
 
 from cloudctl import __version__
@@ -70,17 +69,16 @@ app.add_typer(db.app, name="db")
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (the console script calls ``sys.exit`` on it)."""
+    """Run the CLI and return its exit code (the console script calls ``sys.exit`` on it).
+
+    Typer's standalone mode handles usage errors (exit 2), ``--help`` and Ctrl-C; everything
+    cloudctl raises on purpose is a :class:`CloudctlError` with its own exit code.
+    """
     try:
-        app(args=argv, standalone_mode=False, prog_name="cloudctl")
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
-        error("aborted")
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return 2
+        app(args=argv, prog_name="cloudctl")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except CloudctlError as exc:
         if STATE.verbose:
             traceback.print_exc()
