@@ -33,7 +33,9 @@ class Cli:
         env.pop("CLOUDCTL_DB", None)
         return env
 
-    def run(self, *args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: int = 300
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "cloudctl", *args],
             capture_output=True,
@@ -43,7 +45,9 @@ class Cli:
             check=False,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"cloudctl {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"cloudctl {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     def json(self, *args: str) -> Any:

@@ -41,8 +41,20 @@ def test_boot_two_guests_print_their_identity_then_delete_leaves_nothing(cli: Cl
         assert f"eth0 {v['addresses'][0]['address']}/24" in out["log"]
 
     show = cli.json("show", "web-1")
-    for key in ("name", "uuid", "status", "vm_state", "task_state", "power_state", "host", "domain",
-                "flavor", "image", "addresses", "created_at"):
+    for key in (
+        "name",
+        "uuid",
+        "status",
+        "vm_state",
+        "task_state",
+        "power_state",
+        "host",
+        "domain",
+        "flavor",
+        "image",
+        "addresses",
+        "created_at",
+    ):
         assert key in show
     assert show["allocations"]
 
@@ -55,10 +67,17 @@ def test_boot_two_guests_print_their_identity_then_delete_leaves_nothing(cli: Cl
     assert cli.json("list") == []
     actions = cli.json("action", "list", "web-1")
     assert [a["action"] for a in actions] == ["create", "delete"]
-    assert [e["event"] for e in actions[0]["events"]] == ["schedule", "networking", "block_device_mapping", "spawn"]
+    assert [e["event"] for e in actions[0]["events"]] == [
+        "schedule",
+        "networking",
+        "block_device_mapping",
+        "spawn",
+    ]
     assert all(e["result"] == "Success" for a in actions for e in a["events"])
     deleted = [i for i in cli.json("list", "--deleted") if i["name"] in ("web-1", "web-2")]
-    assert {i["status"] for i in deleted} == {"DELETED"} and all(not i["addresses"] for i in deleted)
+    assert {i["status"] for i in deleted} == {"DELETED"} and all(
+        not i["addresses"] for i in deleted
+    )
 
 
 def test_stop_start_reboot_read_power_back_from_libvirt(cli: Cli) -> None:
@@ -73,7 +92,12 @@ def test_stop_start_reboot_read_power_back_from_libvirt(cli: Cli) -> None:
     assert (s["status"], s["power_state"]) == ("ACTIVE", "RUNNING")
     refused = cli.run("start", "pwr", check=False)
     assert refused.returncode == 1 and "cannot start instance 'pwr'" in refused.stderr
-    assert [a["action"] for a in cli.json("action", "list", "pwr")] == ["create", "stop", "start", "reboot"]
+    assert [a["action"] for a in cli.json("action", "list", "pwr")] == [
+        "create",
+        "stop",
+        "start",
+        "reboot",
+    ]
     cli.run("delete", "pwr")
 
 
@@ -89,9 +113,23 @@ def test_no_wait_returns_build_then_worker_finishes(cli: Cli) -> None:
 
 def test_spawn_failure_goes_error_and_cleans_the_host(cli: Cli) -> None:
     # Same libvirtd, but NICs on a bridge that does not exist: libvirt refuses to start the guest.
-    cli.run("host", "add", "nobridge", "--uri", "qemu:///system", "--virt-type", "qemu", "--bridge", "nobr0", "--az", "broken")
+    cli.run(
+        "host",
+        "add",
+        "nobridge",
+        "--uri",
+        "qemu:///system",
+        "--virt-type",
+        "qemu",
+        "--bridge",
+        "nobr0",
+        "--az",
+        "broken",
+    )
     before = cli.json("host", "show", "nobridge")
-    proc = cli.run("boot", "doomed", "--flavor", "m1.tiny", "--image", "tiny", "--az", "broken", check=False)
+    proc = cli.run(
+        "boot", "doomed", "--flavor", "m1.tiny", "--image", "tiny", "--az", "broken", check=False
+    )
     assert proc.returncode == 1
     [error] = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert "build of instance 'doomed' failed" in error and "nobr0" in error
@@ -102,7 +140,11 @@ def test_spawn_failure_goes_error_and_cleans_the_host(cli: Cli) -> None:
     assert show["domain"] not in virsh("list", "--all", "--name")
     assert not (INSTANCES / show["uuid"]).exists()
     after = cli.json("host", "show", "nobridge")
-    assert (after["vcpus_used"], after["memory_mb_used"], after["running_vms"]) == (before["vcpus_used"], before["memory_mb_used"], 0)
+    assert (after["vcpus_used"], after["memory_mb_used"], after["running_vms"]) == (
+        before["vcpus_used"],
+        before["memory_mb_used"],
+        0,
+    )
     events = cli.json("action", "list", "doomed")[0]["events"]
     assert events[-1]["result"] == "Error"
     cli.run("delete", "doomed")
@@ -114,12 +156,32 @@ BAD_INPUTS = [
     (["boot", "x" * 64, "--flavor", "m1.tiny", "--image", "tiny"], 2, "at most 63"),
     (["boot", "ok", "--flavor", "nope", "--image", "tiny"], 2, "flavor 'nope' not found"),
     (["boot", "ok", "--flavor", "m1.tiny", "--image", "nope"], 2, "image 'nope' not found"),
-    (["boot", "ok", "--flavor", "m1.tiny", "--image", "tiny", "--count", "0"], 2, "count must be >= 1"),
-    (["boot", "ok", "--flavor", "m1.tiny", "--image", "tiny", "--az", "nova:ghost"], 2, "host 'ghost' not found"),
+    (
+        ["boot", "ok", "--flavor", "m1.tiny", "--image", "tiny", "--count", "0"],
+        2,
+        "count must be >= 1",
+    ),
+    (
+        ["boot", "ok", "--flavor", "m1.tiny", "--image", "tiny", "--az", "nova:ghost"],
+        2,
+        "host 'ghost' not found",
+    ),
     (["boot", "ok", "--flavor", "m1.huge", "--image", "tiny"], 1, "RamFilter removed"),
-    (["boot", "ok", "--flavor", "m1.tiny", "--image", "tiny", "--az", "nowhere"], 1, "AvailabilityZoneFilter removed"),
-    (["flavor", "create", "neg", "--vcpus", "1", "--ram", "-1", "--disk", "1"], 2, "ram must be >= 1"),
-    (["flavor", "create", "neg", "--vcpus", "1", "--ram", "64", "--disk", "-3"], 2, "disk must be >= 0"),
+    (
+        ["boot", "ok", "--flavor", "m1.tiny", "--image", "tiny", "--az", "nowhere"],
+        1,
+        "AvailabilityZoneFilter removed",
+    ),
+    (
+        ["flavor", "create", "neg", "--vcpus", "1", "--ram", "-1", "--disk", "1"],
+        2,
+        "ram must be >= 1",
+    ),
+    (
+        ["flavor", "create", "neg", "--vcpus", "1", "--ram", "64", "--disk", "-3"],
+        2,
+        "disk must be >= 0",
+    ),
     (["flavor", "create", "a/b", "--vcpus", "1", "--ram", "64", "--disk", "1"], 2, "flavor name"),
     (["host", "add", "h;rm", "--uri", "qemu:///system"], 2, "host name"),
     (["host", "add", "hx", "--uri", "qemu:///system'><x"], 2, "libvirt URI"),
@@ -129,8 +191,14 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "code", "needle"), BAD_INPUTS, ids=[" ".join(a[:2]) + f"-{i}" for i, (a, _, _) in enumerate(BAD_INPUTS)])
-def test_bad_input_one_line_error_and_nothing_left(cli: Cli, argv: list[str], code: int, needle: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "code", "needle"),
+    BAD_INPUTS,
+    ids=[" ".join(a[:2]) + f"-{i}" for i, (a, _, _) in enumerate(BAD_INPUTS)],
+)
+def test_bad_input_one_line_error_and_nothing_left(
+    cli: Cli, argv: list[str], code: int, needle: str
+) -> None:
     if not any(f["name"] == "m1.huge" for f in cli.json("flavor", "list")):
         cli.run("flavor", "create", "m1.huge", "--vcpus", "1", "--ram", "40000", "--disk", "1")
     domains = virsh("list", "--all", "--name")
@@ -154,10 +222,31 @@ def test_bad_input_one_line_error_and_nothing_left(cli: Cli, argv: list[str], co
 def test_user_values_are_never_templated_by_ansible(cli: Cli, tmp_path: Path) -> None:
     ud = tmp_path / "ud"
     ud.write_text("#cloud-config\n# {{ lookup('pipe', 'id') }}\n")
-    v = cli.json("boot", "lit", "--flavor", "m1.tiny", "--image", "tiny", "--user-data", str(ud), "--property", "note={{ 7*7 }}")
+    v = cli.json(
+        "boot",
+        "lit",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        "tiny",
+        "--user-data",
+        str(ud),
+        "--property",
+        "note={{ 7*7 }}",
+    )
     iso = INSTANCES / v["uuid"] / "disk.config"
-    user_data = subprocess.run(["isoinfo", "-i", str(iso), "-J", "-x", "/user-data"], capture_output=True, text=True, check=True).stdout
-    meta = subprocess.run(["isoinfo", "-i", str(iso), "-J", "-x", "/meta-data"], capture_output=True, text=True, check=True).stdout
+    user_data = subprocess.run(
+        ["isoinfo", "-i", str(iso), "-J", "-x", "/user-data"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    meta = subprocess.run(
+        ["isoinfo", "-i", str(iso), "-J", "-x", "/meta-data"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "{{ lookup('pipe', 'id') }}" in user_data and "uid=" not in user_data
     assert "{{ 7*7 }}" in meta and "49" not in meta
     cli.run("delete", "lit")
