@@ -1,4 +1,4 @@
-"""``python -m benchmarks`` (``make bench``): every workload with its reference, figures and ratios."""
+"""``python -m benchmarks`` (``make bench``): each workload, its reference, and the ratio."""
 
 from __future__ import annotations
 

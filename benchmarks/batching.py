@@ -70,6 +70,7 @@ def run(n: int = 6, virt_type: str = "kvm") -> dict[str, float]:
             _run(ex, [{"name": g["name"], "state": "absent"} for g in guests])
     print(
         f"batching: start {n} guests via Ansible: one play {timings['cloudctl']:.1f} s, "
-        f"one playbook per guest {timings['naive']:.1f} s, ratio {timings['naive'] / timings['cloudctl']:.1f}x"
+        f"one playbook per guest {timings['naive']:.1f} s, "
+        f"ratio {timings['naive'] / timings['cloudctl']:.1f}x"
     )
     return timings

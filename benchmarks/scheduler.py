@@ -49,7 +49,7 @@ def _populate(db: Database, hosts: int, existing: int, seed: int) -> None:
         ]
         s.add_all(rows)
         s.flush()
-        for n in range(existing):
+        for _ in range(existing):
             h = rows[rng.randrange(hosts)]
             ledger.claim(s, h, str(uuid.UUID(int=rng.getrandbits(128))), RES, h.generation)
 
