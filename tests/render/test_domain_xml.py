@@ -7,6 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from jinja2 import UndefinedError
+
 from cloudctl.errors import InvalidInput
 from cloudctl.render import (
     METADATA_NAMESPACE,
@@ -16,7 +18,6 @@ from cloudctl.render import (
     make_environment,
     render_domain_xml,
 )
-from jinja2 import UndefinedError
 
 from .factories import INSTANCES, MAC1, MAC2, UUID, VARIANTS, disk, domain
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import libvirt
 import pytest
+
 from cloudctl.render import METADATA_NAMESPACE, DiskSpec, DomainSpec, render_domain_xml
 
 from .factories import VARIANTS, domain

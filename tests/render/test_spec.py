@@ -7,6 +7,7 @@ from dataclasses import FrozenInstanceError
 from typing import Any
 
 import pytest
+
 from cloudctl.errors import InvalidInput
 from cloudctl.render import ConfigDriveSpec, DiskSpec, NetworkConfigNic, NicSpec
 
