@@ -20,20 +20,27 @@ cloudctl -q flavor show m1.tiny >/dev/null 2>&1 ||
     cloudctl flavor create m1.tiny --vcpus 1 --ram 128 --disk 1
 cloudctl image create-tiny tiny
 
-step "boot demo-1 and demo-2"
+step "boot demo-1 and demo-2 (one Ansible play for both)"
+declare -A status
 for name in demo-1 demo-2; do
-    status=$(cloudctl -q show "$name" -o json 2>/dev/null |
+    status[$name]=$(cloudctl -q show "$name" -o json 2>/dev/null |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])' || echo absent)
-    if [[ $status == ERROR ]]; then
+    if [[ ${status[$name]} == ERROR ]]; then
         cloudctl delete "$name"
-        status=absent
-    fi
-    if [[ $status == absent ]]; then
-        cloudctl boot "$name" --flavor m1.tiny --image tiny
-    else
-        echo "$name is already $status"
+        status[$name]=absent
     fi
 done
+if [[ ${status[demo-1]} == absent && ${status[demo-2]} == absent ]]; then
+    cloudctl boot demo --count 2 --flavor m1.tiny --image tiny
+else
+    for name in demo-1 demo-2; do
+        if [[ ${status[$name]} == absent ]]; then
+            cloudctl boot "$name" --flavor m1.tiny --image tiny
+        else
+            echo "$name is already ${status[$name]}"
+        fi
+    done
+fi
 
 step "wait for each guest's console marker"
 for name in demo-1 demo-2; do

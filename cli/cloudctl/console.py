@@ -15,7 +15,8 @@ from rich.table import Table
 
 from cloudctl.executor.base import RunEvent
 
-stdout = Console(highlight=False, soft_wrap=False)
+# Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
+stdout = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
