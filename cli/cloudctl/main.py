@@ -46,9 +46,7 @@ def main(
     ] = False,
 ) -> None:
     """cloudctl: Nova's scheduler, ledger and action history, with Ansible as the hands."""
-    STATE.db_url = db_url
-    STATE.verbose = verbose
-    STATE.quiet = quiet
+    STATE.reset(db_url=db_url, verbose=verbose, quiet=quiet)
 
 
 app.command("boot")(server.boot)

@@ -220,6 +220,11 @@ def test_bad_input_one_line_error_and_nothing_left(
 
 
 def test_user_values_are_never_templated_by_ansible(cli: Cli, tmp_path: Path) -> None:
+    pub = tmp_path / "k.pub"
+    pub.write_text(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@example\n"
+    )
+    cli.run("keypair", "add", "opkey", "--public-key", str(pub))
     ud = tmp_path / "ud"
     ud.write_text("#cloud-config\n# {{ lookup('pipe', 'id') }}\n")
     v = cli.json(
@@ -249,4 +254,9 @@ def test_user_values_are_never_templated_by_ansible(cli: Cli, tmp_path: Path) ->
     ).stdout
     assert "{{ lookup('pipe', 'id') }}" in user_data and "uid=" not in user_data
     assert "{{ 7*7 }}" in meta and "49" not in meta
+    assert (
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@example"
+        in meta
+    )
+    assert cli.json("show", "lit")["key_name"] == "opkey"
     cli.run("delete", "lit")

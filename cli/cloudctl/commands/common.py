@@ -28,6 +28,12 @@ class AppState:
     quiet: bool = False
     _ctx: Context | None = None
 
+    def reset(self, *, db_url: str | None, verbose: bool, quiet: bool) -> None:
+        """Start an invocation afresh (several may run in one process, e.g. in tests)."""
+        if self._ctx is not None:
+            self._ctx.db.dispose()
+        self.db_url, self.verbose, self.quiet, self._ctx = db_url, verbose, quiet, None
+
     def context(self, *, quiet: bool | None = None) -> Context:
         """The service context for this invocation (schema upgraded on first use)."""
         if self._ctx is None:
