@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, select, text
-from tests.conftest import NOW, add_host
-from tests.services.test_compute import add_image, running
 
 from cloudctl import ledger
 from cloudctl.db.models import Allocation, Host
@@ -25,6 +23,8 @@ from cloudctl.domain.settings import Settings
 from cloudctl.executor.fake import FakeExecutor
 from cloudctl.services import compute, flavors
 from cloudctl.services.context import Context
+from tests.conftest import NOW, add_host
+from tests.services.test_compute import add_image, running
 
 PG_URL = os.environ.get(
     "CLOUDCTL_TEST_PG_URL", "postgresql+psycopg://cloudctl:cloudctl@127.0.0.1:5432/cloudctl_test"

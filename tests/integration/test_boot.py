@@ -238,6 +238,8 @@ def test_user_values_are_never_templated_by_ansible(cli: Cli, tmp_path: Path) ->
         str(ud),
         "--property",
         "note={{ 7*7 }}",
+        "--key",
+        "opkey",
     )
     iso = INSTANCES / v["uuid"] / "disk.config"
     user_data = subprocess.run(

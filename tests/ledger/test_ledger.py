@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
-from tests.conftest import add_host
 
 from cloudctl import ledger
 from cloudctl.db.models import Allocation, Host
 from cloudctl.services.context import Context
+from tests.conftest import add_host
 
 RES = {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}
 

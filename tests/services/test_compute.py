@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from tests.conftest import NOW, add_host
 
 from cloudctl.db.models import Allocation, FixedIP, Image, Instance, InstanceFault
 from cloudctl.errors import (
@@ -24,6 +23,7 @@ from cloudctl.executor.fake import FakeExecutor
 from cloudctl.services import compute, flavors
 from cloudctl.services.compute import BootRequest
 from cloudctl.services.context import Context
+from tests.conftest import NOW, add_host
 
 
 def running(req: RunRequest) -> dict[str, Any]:
@@ -227,3 +227,13 @@ def test_fault_rows_recorded(cloud: Context, fake: FakeExecutor) -> None:
         fault = s.scalars(select(InstanceFault)).one()
         assert "no space" in fault.message and fault.host == "h1"
         assert fault.created_at == NOW
+
+
+def test_key_pair_reaches_the_config_drive(cloud: Context, fake: FakeExecutor) -> None:
+    from cloudctl.services import keypairs
+
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@example"
+    keypairs.add_keypair(cloud, "k", key)
+    compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny", key_name="k"))
+    [drive] = fake.requests[-1].extravars["cloudctl_config_drives"]["h1"]
+    assert key in drive["files"]["meta-data"]
