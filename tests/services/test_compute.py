@@ -237,3 +237,18 @@ def test_key_pair_reaches_the_config_drive(cloud: Context, fake: FakeExecutor) -
     compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny", key_name="k"))
     [drive] = fake.requests[-1].extravars["cloudctl_config_drives"]["h1"]
     assert key in drive["files"]["meta-data"]
+
+
+def test_ephemeral_and_swap_disks_are_built_and_attached(cloud: Context, fake: FakeExecutor) -> None:
+    flavors.create_flavor(cloud, "big", vcpus=1, memory_mb=256, root_gb=2, ephemeral_gb=1, swap_mb=512)
+    [view] = compute.boot(cloud, BootRequest(name="eph", flavor="big", image="tiny"))
+    req = fake.requests[-1]
+    [disks] = req.extravars["cloudctl_disks"]["h1"]
+    assert (disks["root_gb"], disks["ephemeral_gb"], disks["swap_mb"]) == (2, 1, 512)
+    xml = req.extravars["cloudctl_domains"]["h1"][0]["xml"]
+    base = f"/var/lib/cloudctl/instances/{view['uuid']}"
+    for path, dev in ((f"{base}/disk", "vda"), (f"{base}/disk.eph0", "vdb"), (f"{base}/disk.swap", "vdc"), (f"{base}/disk.config", "vdd")):
+        assert f"<source file='{path}'/>" in xml or f'<source file="{path}"/>' in xml
+        assert f"dev='{dev}'" in xml or f'dev="{dev}"' in xml
+    with cloud.db.unit_of_work() as s:
+        assert sum(a.used for a in s.scalars(select(Allocation).where(Allocation.resource_class == "DISK_GB"))) == 4
