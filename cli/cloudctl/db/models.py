@@ -90,6 +90,7 @@ class Host(TimestampMixin, SoftDeleteMixin, Base):
     ssh_user: Mapped[str | None] = mapped_column(String(64), default=None)
     ssh_port: Mapped[int | None] = mapped_column(Integer, default=None)
     ssh_private_key: Mapped[str | None] = mapped_column(String(1024), default=None)
+    ssh_common_args: Mapped[str | None] = mapped_column(String(1024), default=None)
     python_interpreter: Mapped[str | None] = mapped_column(String(1024), default=None)
     libvirt_uri: Mapped[str] = mapped_column(String(1024))
     instances_path: Mapped[str] = mapped_column(String(1024))

@@ -53,6 +53,8 @@ class Settings:
     quota_instances: int = 10
     quota_cores: int = 20
     quota_ram_mb: int = 51200
+    #: The one address range of `cloudctl lab`: each lab takes a free /24 of it.
+    lab_cidr_pool: str = "10.213.0.0/16"
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
 
@@ -65,6 +67,11 @@ class Settings:
     def runs_dir(self) -> Path:
         """Ansible run directories (inventory, events, artifacts) of recent runs."""
         return self.home / "runs"
+
+    @property
+    def lab_dir(self) -> Path:
+        """State, keys, per-host directories and shared storage of `cloudctl lab`."""
+        return self.home / "lab"
 
     @property
     def cache_dir(self) -> Path:

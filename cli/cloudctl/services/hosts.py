@@ -107,6 +107,7 @@ def host_target(host: Host) -> HostTarget:
         ssh_user=host.ssh_user,
         ssh_port=host.ssh_port,
         ssh_private_key=host.ssh_private_key,
+        ssh_common_args=host.ssh_common_args,
         hostvars={"instances_path": host.instances_path, "bridge": host.bridge or DEFAULT_BRIDGE},
     )
 
