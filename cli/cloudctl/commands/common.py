@@ -14,6 +14,20 @@ from cloudctl.executor.base import Executor
 from cloudctl.services.context import Context
 from cloudctl.services.settings import load_settings
 
+HOST_COLUMNS = [
+    ("NAME", "name"),
+    ("STATE", "state"),
+    ("STATUS", "status"),
+    ("AZ", "availability_zone"),
+    ("VCPUS", "vcpus"),
+    ("VCPUS USED", "vcpus_used"),
+    ("RAM MB", "memory_mb"),
+    ("RAM USED", "memory_mb_used"),
+    ("DISK GB", "local_gb"),
+    ("VMS", "running_vms"),
+    ("VIRT", "virt_type"),
+]
+
 OutputOpt = Annotated[
     OutputFormat, typer.Option("--output", "-o", help="Output format: table, json or yaml.")
 ]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cloudctl.commands.common import OutputOpt, ctx_for
+from cloudctl.commands.common import HOST_COLUMNS, OutputOpt, ctx_for
 from cloudctl.console import OutputFormat, emit
 from cloudctl.domain import validation
 from cloudctl.domain.paths import DEFAULT_BRIDGE, DEFAULT_INSTANCES_PATH
@@ -15,19 +15,7 @@ from cloudctl.services import hosts
 
 app = typer.Typer(help="Compute hosts: add, discover, list, enable, disable.", no_args_is_help=True)
 
-COLUMNS = [
-    ("NAME", "name"),
-    ("STATE", "state"),
-    ("STATUS", "status"),
-    ("AZ", "availability_zone"),
-    ("VCPUS", "vcpus"),
-    ("VCPUS USED", "vcpus_used"),
-    ("RAM MB", "memory_mb"),
-    ("RAM USED", "memory_mb_used"),
-    ("DISK GB", "local_gb"),
-    ("VMS", "running_vms"),
-    ("VIRT", "virt_type"),
-]
+COLUMNS = HOST_COLUMNS
 
 
 @app.command("add")

@@ -1,0 +1,47 @@
+"""The instance lifecycle: boot, delete, power, console, views (one module per use case)."""
+
+from cloudctl.services.compute.boot import (
+    BootRequest,
+    boot,
+    build_instances,
+    host_states,
+    instance_names,
+    make_scheduler,
+    parse_az,
+)
+from cloudctl.services.compute.common import (
+    config_drive_files,
+    domain_spec,
+    get_instance,
+    launch_worker,
+)
+from cloudctl.services.compute.delete import delete, forget
+from cloudctl.services.compute.power import console, power
+from cloudctl.services.compute.views import (
+    action_list,
+    instance_view,
+    list_instances,
+    show_instance,
+)
+
+__all__ = [
+    "BootRequest",
+    "action_list",
+    "boot",
+    "build_instances",
+    "config_drive_files",
+    "console",
+    "delete",
+    "domain_spec",
+    "forget",
+    "get_instance",
+    "host_states",
+    "instance_names",
+    "instance_view",
+    "launch_worker",
+    "list_instances",
+    "make_scheduler",
+    "parse_az",
+    "power",
+    "show_instance",
+]

@@ -1,0 +1,443 @@
+"""Boot, in Nova's order: validate, create the instance (BUILDING), schedule and claim in one
+transaction, then NETWORKING, BLOCK_DEVICE_MAPPING and SPAWNING on the host through Ansible, and
+ACTIVE with the power state read back from libvirt. Each step is an instance action event; a
+failure leaves the instance in ERROR with a fault, its claim and IP released and the host clean.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cloudctl import ledger
+from cloudctl.db.models import Host, Image, Instance, KeyPair, Quota
+from cloudctl.domain import validation
+from cloudctl.domain.settings import Settings
+from cloudctl.domain.states import PowerState, TaskState, VmState
+from cloudctl.errors import (
+    AlreadyExists,
+    ClaimConflict,
+    CloudctlError,
+    InvalidInput,
+    OperationFailed,
+    QuotaExceeded,
+)
+from cloudctl.executor.base import RunEvent, RunRequest, RunResult
+from cloudctl.render import render_domain_xml
+from cloudctl.scheduler.host_state import HostState, RequestSpec
+from cloudctl.scheduler.pipeline import FilterScheduler
+from cloudctl.scheduler.registry import load_filters, load_weighers
+from cloudctl.services import actions, hosts, network
+from cloudctl.services.compute.common import (
+    by_uuid,
+    config_drive_files,
+    destroy_on_hosts,
+    domain_spec,
+    domain_states,
+    failure_reason,
+    host_of,
+    launch_worker,
+)
+from cloudctl.services.compute.views import show_instance
+from cloudctl.services.context import Context
+from cloudctl.services.flavors import get_flavor
+from cloudctl.services.images import get_image
+from cloudctl.services.keypairs import get_keypair
+
+CLAIM_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class BootRequest:
+    """What ``cloudctl boot`` asks for."""
+
+    name: str
+    flavor: str
+    image: str
+    key_name: str | None = None
+    availability_zone: str | None = None
+    count: int = 1
+    user_data: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def instance_names(req: BootRequest) -> list[str]:
+    """``name`` for one instance, ``name-1 .. name-N`` for ``--count N`` (Nova's template)."""
+    if req.count < 1:
+        raise InvalidInput(reason=f"count must be >= 1, got {req.count}")
+    if req.count == 1:
+        return [validation.instance_name(req.name)]
+    return [validation.instance_name(f"{req.name}-{i}") for i in range(1, req.count + 1)]
+
+
+def parse_az(value: str | None) -> tuple[str | None, str | None]:
+    """``AZ``, ``AZ:HOST`` or ``:HOST`` -> (az, forced host)."""
+    if not value:
+        return None, None
+    az, _, host = value.partition(":")
+    return (validation.availability_zone(az) if az else None), (
+        validation.object_name("host", host) if host else None
+    )
+
+
+def boot(ctx: Context, req: BootRequest, *, wait: bool = True) -> list[dict[str, Any]]:
+    """Validate, create, schedule and claim; then build (inline, or in a detached worker)."""
+    names = instance_names(req)
+    az, force_host = parse_az(req.availability_zone)
+    user_data = validation.user_data(req.user_data) if req.user_data is not None else None
+    request_id = actions.new_request_id()
+    for attempt in range(1, CLAIM_RETRIES + 1):
+        try:
+            uuids = _create_and_claim(ctx, req, names, az, force_host, user_data, request_id)
+            break
+        except ledger.GenerationConflict as exc:
+            if attempt == CLAIM_RETRIES:
+                raise ClaimConflict(host=exc.host, attempts=attempt) from exc
+            ctx.progress.info(f"ledger changed on {exc.host}, scheduling again")
+    if wait:
+        build_instances(ctx, uuids, request_id)
+    else:
+        launch_worker(ctx.settings, ["_build", request_id, *uuids])
+    return [show_instance(ctx, u) for u in uuids]
+
+
+def _create_and_claim(
+    ctx: Context,
+    req: BootRequest,
+    names: Sequence[str],
+    az: str | None,
+    force_host: str | None,
+    user_data: str | None,
+    request_id: str,
+) -> list[str]:
+    s = ctx.settings
+    now = ctx.clock()
+    with ctx.db.unit_of_work() as session:
+        flavor = get_flavor(session, req.flavor)
+        image = get_image(session, req.image)
+        _check_image_fits(image, flavor.memory_mb, flavor.root_gb)
+        key: KeyPair | None = (
+            get_keypair(session, s.user_id, req.key_name) if req.key_name else None
+        )
+        if force_host is not None:
+            hosts.get_host(session, force_host)
+        taken = session.scalars(
+            select(Instance.name).where(
+                Instance.project_id == s.project_id,
+                Instance.deleted == 0,
+                Instance.name.in_(list(names)),
+            )
+        ).all()
+        if taken:
+            raise AlreadyExists(kind="instance", name=taken[0])
+        _check_quota(session, s, len(names), flavor.vcpus, flavor.memory_mb)
+        net = network.ensure_default_network(session, s.network)
+
+        instances: list[Instance] = []
+        reservation = f"r-{uuid.uuid4().hex[:8]}"
+        for index, name in enumerate(names):
+            inst_uuid = str(uuid.uuid4())
+            inst = Instance(
+                uuid=inst_uuid,
+                name=name,
+                hostname=name,
+                project_id=s.project_id,
+                user_id=s.user_id,
+                flavor=flavor,
+                image=image,
+                domain_name=f"instance-{inst_uuid}",
+                vcpus=flavor.vcpus,
+                memory_mb=flavor.memory_mb,
+                root_gb=flavor.root_gb,
+                ephemeral_gb=flavor.ephemeral_gb,
+                swap_mb=flavor.swap_mb,
+                vm_state=VmState.BUILDING,
+                task_state=TaskState.SCHEDULING,
+                power_state=PowerState.NOSTATE,
+                availability_zone=az,
+                key_name=key.name if key else None,
+                user_data=user_data,
+                instance_metadata=dict(req.metadata),
+                reservation_id=reservation,
+                launch_index=index,
+                created_at=now,
+            )
+            session.add(inst)
+            instances.append(inst)
+        session.flush()
+        acts = {
+            i.uuid: actions.start_action(session, i, "create", request_id, now) for i in instances
+        }
+        for inst in instances:
+            actions.start_event(session, acts[inst.uuid], "schedule", now)
+
+        resources = ledger.resources_for(
+            flavor.vcpus, flavor.memory_mb, flavor.root_gb, flavor.ephemeral_gb, flavor.swap_mb
+        )
+        spec = RequestSpec(
+            vcpus=resources[ledger.VCPU],
+            memory_mb=resources[ledger.MEMORY_MB],
+            disk_gb=resources[ledger.DISK_GB],
+            availability_zone=az,
+            force_host=force_host,
+            num_instances=len(instances),
+            flavor_name=flavor.name,
+            flavor_extra_specs=flavor.specs(),
+            image_properties=image.props(),
+        )
+        rows = {h.name: h for h in hosts.list_hosts(session)}
+        states = host_states(session, rows.values(), now, s.service_down_time_s)
+        ctx.progress.info(f"scheduling {len(instances)} instance(s) over {len(states)} host(s)")
+        selections = make_scheduler(ctx).select(states, spec)
+        generations = {h.name: h.generation for h in states}
+        for inst, sel in zip(instances, selections, strict=True):
+            host = rows[sel.host.name]
+            # Claims made earlier in this transaction moved the generation on.
+            expected = generations[host.name]
+            generations[host.name] = ledger.claim(session, host, inst.uuid, resources, expected)
+            inst.host = host
+            inst.availability_zone = host.availability_zone
+            done = ctx.clock()
+            actions.finish_event(session, acts[inst.uuid], "schedule", done, host=host.name)
+            inst.task_state = TaskState.NETWORKING
+            actions.start_event(session, acts[inst.uuid], "networking", done, host=host.name)
+            network.allocate_fixed_ip(session, net, inst.uuid, ctx.rng)
+            actions.finish_event(session, acts[inst.uuid], "networking", ctx.clock())
+            inst.task_state = TaskState.BLOCK_DEVICE_MAPPING
+            actions.start_event(
+                session, acts[inst.uuid], "block_device_mapping", ctx.clock(), host.name
+            )
+            ctx.progress.info(f"{inst.name}: placed on {host.name}")
+        return [i.uuid for i in instances]
+
+
+def _check_image_fits(image: Image, memory_mb: int, root_gb: int) -> None:
+    if image.min_ram_mb and memory_mb < image.min_ram_mb:
+        raise InvalidInput(
+            reason=f"flavor ram {memory_mb} MiB is below the image's min_ram {image.min_ram_mb} MiB"
+        )
+    if root_gb and image.min_disk_gb and root_gb < image.min_disk_gb:
+        raise InvalidInput(
+            reason=f"flavor disk {root_gb} GiB is below the image's "
+            f"min_disk {image.min_disk_gb} GiB"
+        )
+    if root_gb and image.virtual_size_bytes > root_gb * 1024**3:
+        raise InvalidInput(
+            reason=f"flavor disk {root_gb} GiB is smaller than the image "
+            f"({image.virtual_size_bytes / 1024**3:.2f} GiB)"
+        )
+
+
+def _check_quota(session: Session, s: Settings, count: int, vcpus: int, memory_mb: int) -> None:
+    limits = {"instances": s.quota_instances, "cores": s.quota_cores, "ram": s.quota_ram_mb}
+    for row in session.scalars(select(Quota).where(Quota.project_id == s.project_id)):
+        limits[row.resource] = row.hard_limit
+    used_instances, used_cores, used_ram = session.execute(
+        select(
+            func.count(Instance.id),
+            func.coalesce(func.sum(Instance.vcpus), 0),
+            func.coalesce(func.sum(Instance.memory_mb), 0),
+        ).where(Instance.project_id == s.project_id, Instance.deleted == 0)
+    ).one()
+    wanted = {"instances": count, "cores": count * vcpus, "ram": count * memory_mb}
+    used = {"instances": used_instances, "cores": used_cores, "ram": used_ram}
+    for res, amount in wanted.items():
+        limit = limits[res]
+        if limit >= 0 and used[res] + amount > limit:
+            raise QuotaExceeded(resource=res, requested=amount, used=used[res], limit=limit)
+
+
+def host_states(
+    session: Session, rows: Iterable[Host], now: Any, service_down_time_s: int
+) -> list[HostState]:
+    """Scheduler views of hosts, usage from the ledger."""
+    rows = list(rows)
+    usage = ledger.usage_by_host(session, [h.id for h in rows])
+    out = []
+    for h in rows:
+        u = usage.get(h.id, ledger.HostUsage())
+        out.append(
+            HostState(
+                name=h.name,
+                uuid=h.uuid,
+                availability_zone=h.availability_zone,
+                enabled=h.enabled,
+                is_up=hosts.is_up(h, now, service_down_time_s),
+                disabled_reason=h.disabled_reason,
+                vcpus_total=h.vcpus,
+                memory_mb_total=h.memory_mb,
+                disk_gb_total=h.local_gb,
+                cpu_allocation_ratio=h.cpu_allocation_ratio,
+                ram_allocation_ratio=h.ram_allocation_ratio,
+                disk_allocation_ratio=h.disk_allocation_ratio,
+                reserved_cpus=h.reserved_host_cpus,
+                reserved_memory_mb=h.reserved_host_memory_mb,
+                reserved_disk_gb=h.reserved_host_disk_gb,
+                vcpus_used=u.vcpus,
+                memory_mb_used=u.memory_mb,
+                disk_gb_used=u.disk_gb,
+                num_instances=len(u.consumers),
+                labels=dict(h.labels or {}),
+                generation=h.generation,
+            )
+        )
+    return out
+
+
+def make_scheduler(ctx: Context) -> FilterScheduler:
+    """The filter scheduler configured from settings."""
+    sched = ctx.settings.scheduler
+    return FilterScheduler(
+        load_filters(sched.enabled_filters),
+        load_weighers(sched.weighers),
+        host_subset_size=sched.host_subset_size,
+        max_alternates=max(0, sched.max_attempts - 1),
+        rng=ctx.rng,
+    )
+
+
+def build_instances(ctx: Context, uuids: Sequence[str], request_id: str) -> None:
+    """Spawn claimed instances on their hosts, one play for all, and record the outcome."""
+    per_host: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
+        lambda: {"disks": [], "drives": [], "domains": [], "base": []}
+    )
+    targets = {}
+    names: dict[str, str] = {}
+    with ctx.db.unit_of_work() as session:
+        for u in uuids:
+            inst = by_uuid(session, u)
+            host = inst.host
+            assert host is not None
+            names[u] = inst.name
+            targets[host.name] = hosts.host_target(host)
+            bucket = per_host[host.name]
+            image = inst.image
+            assert image is not None
+            for src, checksum in (
+                (image.path, image.checksum),
+                (image.kernel_path, image.kernel_checksum),
+                (image.initrd_path, image.initrd_checksum),
+            ):
+                entry = {"src": src, "checksum": checksum}
+                if src and checksum and entry not in bucket["base"]:
+                    bucket["base"].append(entry)
+            bucket["disks"].append(
+                {
+                    "uuid": inst.uuid,
+                    "image": {"checksum": image.checksum, "format": image.disk_format}
+                    if image.checksum
+                    else None,
+                    "root_gb": inst.root_gb,
+                    "ephemeral_gb": inst.ephemeral_gb,
+                    "swap_mb": inst.swap_mb,
+                }
+            )
+            bucket["drives"].append({"uuid": inst.uuid, "files": config_drive_files(session, inst)})
+            bucket["domains"].append(
+                {
+                    "name": inst.domain_name,
+                    "xml": render_domain_xml(domain_spec(session, inst)),
+                    "state": "running",
+                }
+            )
+    extravars = {
+        "cloudctl_base_files": {h: b["base"] for h, b in per_host.items()},
+        "cloudctl_disks": {h: b["disks"] for h, b in per_host.items()},
+        "cloudctl_config_drives": {h: b["drives"] for h, b in per_host.items()},
+        "cloudctl_domains": {h: b["domains"] for h, b in per_host.items()},
+    }
+    ctx.progress.info(f"spawning {len(uuids)} instance(s) on {len(targets)} host(s)")
+
+    def on_event(event: RunEvent) -> None:
+        ctx.progress.run_event(event)
+        if event.kind == "task_start" and event.task == "spawn":
+            _mark_spawning(ctx, uuids, request_id)
+
+    try:
+        result = ctx.executor.run(
+            RunRequest(
+                playbook="spawn.yml",
+                hosts=tuple(targets.values()),
+                extravars=extravars,
+                description=f"spawn {', '.join(names.values())}",
+            ),
+            on_event,
+        )
+    except CloudctlError as exc:
+        _fail_build(ctx, uuids, request_id, str(exc), None)
+        raise
+    failed_hosts = result.failed_hosts()
+    good = [u for u in uuids if host_of(ctx, u) not in failed_hosts]
+    bad = [u for u in uuids if u not in good]
+    _finish_build(ctx, good, request_id, result)
+    hosts.touch_hosts(ctx, set(targets) - failed_hosts)
+    if bad:
+        reason = failure_reason(result)
+        _fail_build(ctx, bad, request_id, reason, result)
+        raise OperationFailed(action="build", name=", ".join(names[u] for u in bad), reason=reason)
+
+
+def _mark_spawning(ctx: Context, uuids: Sequence[str], request_id: str) -> None:
+    with ctx.db.unit_of_work() as session:
+        now = ctx.clock()
+        for u in uuids:
+            inst = by_uuid(session, u)
+            if inst.task_state == TaskState.BLOCK_DEVICE_MAPPING:
+                act = actions.current_action(session, u, request_id)
+                host = inst.host.name if inst.host else None
+                actions.finish_event(session, act, "block_device_mapping", now, host=host)
+                inst.task_state = TaskState.SPAWNING
+                actions.start_event(session, act, "spawn", now, host)
+
+
+def _finish_build(ctx: Context, uuids: Sequence[str], request_id: str, result: RunResult) -> None:
+    states = domain_states(result, "spawn")
+    with ctx.db.unit_of_work() as session:
+        now = ctx.clock()
+        for u in uuids:
+            inst = by_uuid(session, u)
+            act = actions.current_action(session, u, request_id)
+            host = inst.host.name if inst.host else None
+            actions.finish_event(session, act, "block_device_mapping", now, host=host)
+            actions.finish_event(session, act, "spawn", now, host=host)
+            actions.finish_action(act, now)
+            inst.vm_state = VmState.ACTIVE
+            inst.task_state = None
+            inst.power_state = PowerState.from_libvirt(states.get(inst.domain_name, "nostate"))
+            inst.launched_at = now
+
+
+def _fail_build(
+    ctx: Context, uuids: Sequence[str], request_id: str, reason: str, result: RunResult | None
+) -> None:
+    cleanup_note = ""
+    try:
+        cleanup = destroy_on_hosts(ctx, uuids)
+        if not cleanup.ok:
+            cleanup_note = f"\ncleanup failed: {failure_reason(cleanup)}"
+    except CloudctlError as exc:
+        cleanup_note = f"\ncleanup failed: {exc}"
+    details = reason + cleanup_note
+    if result is not None and result.stdout_tail:
+        details += "\n--- ansible output ---\n" + result.stdout_tail
+    with ctx.db.unit_of_work() as session:
+        now = ctx.clock()
+        for u in uuids:
+            inst = by_uuid(session, u)
+            host = inst.host.name if inst.host else None
+            act = actions.current_action(session, u, request_id)
+            event = "spawn" if inst.task_state == TaskState.SPAWNING else "block_device_mapping"
+            actions.finish_event(session, act, event, now, actions.ERROR, details, host)
+            actions.finish_action(act, now, message="Error")
+            actions.add_fault(session, inst, f"Build failed: {reason}", details, now, host)
+            ledger.release(session, u)
+            network.release_fixed_ips(session, u)
+            inst.vm_state = VmState.ERROR
+            inst.task_state = None
+            inst.power_state = PowerState.NOSTATE

@@ -1,0 +1,245 @@
+"""What the instance use cases share: lookups, state checks, rendering, host cleanup."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cloudctl.db.models import Host, Instance, KeyPair
+from cloudctl.domain import validation
+from cloudctl.domain.settings import Settings
+from cloudctl.domain.states import VmState
+from cloudctl.errors import (
+    InvalidState,
+    NotFound,
+)
+from cloudctl.executor.base import RunRequest, RunResult
+from cloudctl.render import render_config_drive
+from cloudctl.render.spec import ConfigDriveSpec, DiskSpec, DomainSpec, NetworkConfigNic, NicSpec
+from cloudctl.services import actions, hosts, network
+from cloudctl.services.context import Context
+
+
+def get_instance(session: Session, project_id: str, name_or_uuid: str) -> Instance:
+    """A live instance of the project by name or UUID."""
+    column = Instance.uuid if validation.is_uuid(name_or_uuid) else Instance.name
+    inst = session.scalars(
+        select(Instance).where(
+            column == name_or_uuid, Instance.project_id == project_id, Instance.deleted == 0
+        )
+    ).first()
+    if inst is None:
+        raise NotFound(kind="instance", name=name_or_uuid)
+    return inst
+
+
+def disk_paths(host: Host, inst: Instance) -> dict[str, str]:
+    base = f"{host.instances_path}/{inst.uuid}"
+    return {
+        "root": f"{base}/disk",
+        "eph": f"{base}/disk.eph0",
+        "swap": f"{base}/disk.swap",
+        "config": f"{base}/disk.config",
+        "console": f"{base}/console.log",
+    }
+
+
+def domain_spec(session: Session, inst: Instance) -> DomainSpec:
+    """The libvirt domain an instance should be, from SQL."""
+    host = inst.host
+    if host is None:
+        raise InvalidState(action="render", name=inst.name, vm_state=inst.vm_state, task_state=None)
+    paths = disk_paths(host, inst)
+    disks = [DiskSpec(path=paths["root"], target="vda", format="qcow2", serial=inst.uuid[:20])]
+    letters = iter("bcdefgh")
+    if inst.ephemeral_gb:
+        disks.append(DiskSpec(path=paths["eph"], target=f"vd{next(letters)}", format="qcow2"))
+    if inst.swap_mb:
+        disks.append(DiskSpec(path=paths["swap"], target=f"vd{next(letters)}", format="qcow2"))
+    disks.append(
+        DiskSpec(path=paths["config"], target=f"vd{next(letters)}", format="raw", readonly=True)
+    )
+    nics = tuple(
+        NicSpec(
+            mac=ip.mac or "", kind="bridge", source=host.bridge or ip.network.bridge, ip=ip.address
+        )
+        for ip in network.fixed_ips_of(session, inst.uuid)
+    )
+    image = inst.image
+    base = f"{host.instances_path}/_base"
+    return DomainSpec(
+        name=inst.domain_name,
+        uuid=inst.uuid,
+        hostname=inst.hostname,
+        memory_mb=inst.memory_mb,
+        vcpus=inst.vcpus,
+        virt_type="qemu" if host.virt_type == "qemu" else "kvm",
+        cpu_mode=host.cpu_mode,  # type: ignore[arg-type]
+        cpu_model=host.cpu_model if host.cpu_mode == "custom" else None,
+        disks=tuple(disks),
+        nics=nics,
+        console_log=paths["console"],
+        kernel=f"{base}/{image.kernel_checksum}" if image and image.kernel_checksum else None,
+        initrd=f"{base}/{image.initrd_checksum}" if image and image.initrd_checksum else None,
+        cmdline=image.cmdline if image and image.kernel_checksum else None,
+        metadata={
+            "name": inst.name,
+            "project": inst.project_id,
+            "user": inst.user_id,
+            "flavor": inst.flavor.name,
+            "image": image.name if image else "",
+            "created_at": inst.created_at.isoformat(),
+        },
+    )
+
+
+def config_drive_files(session: Session, inst: Instance) -> dict[str, str]:
+    """NoCloud files for an instance: identity, keys, user data and its fixed IPs."""
+    keys: tuple[str, ...] = ()
+    if inst.key_name:
+        kp = session.scalars(
+            select(KeyPair).where(KeyPair.user_id == inst.user_id, KeyPair.name == inst.key_name)
+        ).first()
+        keys = (kp.public_key,) if kp else ()
+    nics = []
+    for ip in network.fixed_ips_of(session, inst.uuid):
+        subnet = ipaddress.ip_network(ip.network.cidr)
+        nics.append(
+            NetworkConfigNic(
+                mac=ip.mac or "",
+                ip=ip.address,
+                prefix=subnet.prefixlen,
+                gateway=ip.network.gateway,
+                dns=tuple(ip.network.dns or ()),
+            )
+        )
+    return render_config_drive(
+        ConfigDriveSpec(
+            uuid=inst.uuid,
+            hostname=inst.hostname,
+            user_data=inst.user_data,
+            public_keys=keys,
+            network=tuple(nics),
+            metadata={str(k): str(v) for k, v in (inst.instance_metadata or {}).items()},
+        )
+    )
+
+
+def by_uuid(session: Session, inst_uuid: str) -> Instance:
+    inst = session.scalars(select(Instance).where(Instance.uuid == inst_uuid)).first()
+    if inst is None:
+        raise NotFound(kind="instance", name=inst_uuid)
+    return inst
+
+
+def host_of(ctx: Context, inst_uuid: str) -> str | None:
+    with ctx.db.unit_of_work() as session:
+        host = by_uuid(session, inst_uuid).host
+        return host.name if host else None
+
+
+def domain_states(result: RunResult, task: str) -> dict[str, str]:
+    states: dict[str, str] = {}
+    for t in result.tasks:
+        if t.task == task:
+            for item in t.result.get("results", []) or []:
+                if isinstance(item, Mapping) and "name" in item:
+                    states[str(item["name"])] = str(item.get("state", "nostate"))
+    return states
+
+
+def failure_reason(result: RunResult) -> str:
+    failed = result.failed()
+    if not failed:
+        return f"{result.playbook} failed (rc {result.rc})"
+    t = failed[0]
+    return f"task {t.task!r} on {t.host}: {t.message or 'failed'}".splitlines()[0][:400]
+
+
+def destroy_on_hosts(ctx: Context, uuids: Sequence[str]) -> RunResult:
+    """Remove domains and files of instances from their hosts (missing ones are fine)."""
+    domains: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    files: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    targets = {}
+    with ctx.db.unit_of_work() as session:
+        for u in uuids:
+            inst = by_uuid(session, u)
+            if inst.host is None:
+                continue
+            targets[inst.host.name] = hosts.host_target(inst.host)
+            domains[inst.host.name].append({"name": inst.domain_name, "state": "absent"})
+            files[inst.host.name].append({"uuid": inst.uuid})
+    if not targets:
+        return RunResult(playbook="destroy.yml", ok=True, rc=0, tasks=(), duration_s=0.0)
+    return ctx.executor.run(
+        RunRequest(
+            playbook="destroy.yml",
+            hosts=tuple(targets.values()),
+            extravars={"cloudctl_domains": dict(domains), "cloudctl_disks": dict(files)},
+            description="destroy instances",
+        ),
+        ctx.progress.run_event,
+    )
+
+
+def fail_action(
+    ctx: Context,
+    uuids: Sequence[str],
+    request_id: str,
+    event: str,
+    reason: str,
+    result: RunResult | None,
+    *,
+    to_error: bool = True,
+) -> None:
+    details = reason + ("\n--- ansible output ---\n" + result.stdout_tail if result else "")
+    with ctx.db.unit_of_work() as session:
+        now = ctx.clock()
+        for u in uuids:
+            inst = by_uuid(session, u)
+            host = inst.host.name if inst.host else None
+            act = actions.current_action(session, u, request_id)
+            actions.finish_event(session, act, event, now, actions.ERROR, details, host)
+            actions.finish_action(act, now, message="Error")
+            actions.add_fault(session, inst, f"{act.action} failed: {reason}", details, now, host)
+            inst.task_state = None
+            if to_error:
+                inst.vm_state = VmState.ERROR
+
+
+def check_state(ctx: Context, inst: Instance, action: str, vm_states: Sequence[str] | None) -> None:
+    """Nova's check_instance_state: refuse actions the instance's state does not allow."""
+    stale = inst.updated_at is not None and ctx.clock() - inst.updated_at > timedelta(
+        seconds=ctx.settings.spawn_timeout_s
+    )
+    if (inst.task_state is not None and not stale) or (
+        vm_states is not None and inst.vm_state not in vm_states
+    ):
+        raise InvalidState(
+            action=action, name=inst.name, vm_state=inst.vm_state, task_state=inst.task_state
+        )
+
+
+def launch_worker(settings: Settings, args: Sequence[str]) -> None:
+    """Run ``cloudctl <args>`` detached (``--no-wait``): it outlives this command."""
+    log_dir = settings.home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = (log_dir / "worker.log").open("ab")
+    subprocess.Popen(
+        [sys.executable, "-m", "cloudctl", "--db", settings.db_url, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        cwd=str(Path.home()),
+    )
+    log.close()
