@@ -123,3 +123,52 @@ def test_lab_up_boot_across_azs_reconcile_and_down(lab_cli: Cli) -> None:
     assert c.json("list") == []
     # down is idempotent
     assert c.run("lab", "down", check=False).returncode == 0
+
+
+def test_live_migration_between_lab_hosts_over_their_addresses(tmp_path: Path) -> None:
+    """The lab is fit for the lifecycle issue: shared storage and lab addresses carry a migration."""
+    import uuid
+
+    from cloudctl.render import DomainSpec, render_domain_xml
+    from cloudctl.services.lab_machine import Lab, LabSpec
+
+    lab = Lab(tmp_path / "lab")
+    src, dst = lab.up(LabSpec(hosts=2, connection="local"))
+    try:
+        spec = DomainSpec(
+            name="ccmig",
+            uuid=str(uuid.uuid4()),
+            hostname="mig",
+            memory_mb=64,
+            vcpus=1,
+            virt_type="qemu",
+            cpu_mode="none",
+            console_log=str(lab.shared_instances / "mig.log"),
+            vnc=False,
+        )
+        xml = tmp_path / "mig.xml"
+        xml.write_text(render_domain_xml(spec))
+
+        def virsh(uri: str, *args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["virsh", "-c", uri, *args], capture_output=True, text=True, check=False
+            )
+
+        assert virsh(src.socket_uri, "define", str(xml)).returncode == 0
+        assert virsh(src.socket_uri, "start", "ccmig").returncode == 0
+        moved = virsh(
+            src.socket_uri,
+            "migrate",
+            "--live",
+            "--persistent",
+            "--undefinesource",
+            "ccmig",
+            dst.socket_uri,
+            f"tcp://{dst.address}",
+        )
+        assert moved.returncode == 0, moved.stderr
+        assert "running" in virsh(dst.socket_uri, "domstate", "ccmig").stdout
+        assert "ccmig" not in virsh(src.socket_uri, "list", "--all", "--name").stdout
+    finally:
+        lab.down()
+    assert processes_mentioning(str(tmp_path / "lab")) == []
