@@ -13,7 +13,18 @@ from typing import Annotated
 import typer
 
 from cloudctl import __version__
-from cloudctl.commands import action, db, flavor, host, image, keypair, lab, server
+from cloudctl.commands import (
+    action,
+    db,
+    flavor,
+    host,
+    image,
+    keypair,
+    lab,
+    quota,
+    server,
+    server_group,
+)
 from cloudctl.commands.common import STATE
 from cloudctl.console import error
 from cloudctl.errors import CloudctlError
@@ -63,6 +74,8 @@ app.add_typer(flavor.app, name="flavor")
 app.add_typer(image.app, name="image")
 app.add_typer(keypair.app, name="keypair")
 app.add_typer(action.app, name="action")
+app.add_typer(server_group.app, name="server-group")
+app.add_typer(quota.app, name="quota")
 app.add_typer(lab.app, name="lab")
 app.add_typer(db.app, name="db")
 

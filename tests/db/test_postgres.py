@@ -24,7 +24,7 @@ from cloudctl.executor.fake import FakeExecutor
 from cloudctl.services import compute, flavors
 from cloudctl.services.context import Context
 from tests.conftest import NOW, add_host
-from tests.services.test_compute import add_image, running
+from tests.services.conftest import add_image, running
 
 PG_URL = os.environ.get(
     "CLOUDCTL_TEST_PG_URL", "postgresql+psycopg://cloudctl:cloudctl@127.0.0.1:5432/cloudctl_test"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import func, select
 
-from cloudctl.db.models import Allocation, FixedIP, Image, Instance, InstanceFault
+from cloudctl.db.models import Allocation, FixedIP, Host, Instance, InstanceFault
 from cloudctl.errors import (
     AlreadyExists,
     CloudctlError,
@@ -18,55 +18,12 @@ from cloudctl.errors import (
     OperationFailed,
     QuotaExceeded,
 )
-from cloudctl.executor.base import RunRequest
 from cloudctl.executor.fake import FakeExecutor
 from cloudctl.services import compute, flavors
 from cloudctl.services.compute import BootRequest
 from cloudctl.services.context import Context
-from tests.conftest import NOW, add_host
-
-
-def running(req: RunRequest) -> dict[str, Any]:
-    """Answer spawn/power runs as libvirt would: every guest ends up running."""
-    out: dict[str, Any] = {}
-    for host, guests in req.extravars.get("cloudctl_domains", {}).items():
-        out[host] = {
-            "spawn": {
-                "changed": True,
-                "results": [{"name": g["name"], "state": "running"} for g in guests],
-            }
-        }
-    return out
-
-
-def add_image(ctx: Context, name: str = "tiny", **kw: Any) -> None:
-    values: dict[str, Any] = {
-        "uuid": "11111111-1111-4111-8111-111111111111",
-        "name": name,
-        "disk_format": "qcow2",
-        "path": "/images/disk",
-        "checksum": "a" * 64,
-        "virtual_size_bytes": 64 * 1024**2,
-        "kernel_path": "/images/kernel",
-        "kernel_checksum": "b" * 64,
-        "initrd_path": "/images/initrd",
-        "initrd_checksum": "c" * 64,
-        "cmdline": "console=ttyS0",
-    }
-    values.update(kw)
-    with ctx.db.unit_of_work() as s:
-        s.add(Image(**values))
-
-
-@pytest.fixture
-def cloud(ctx: Context, fake: FakeExecutor) -> Context:
-    add_host(ctx, "h1")
-    add_host(ctx, "h2", memory_mb=2048)
-    flavors.create_flavor(ctx, "small", vcpus=1, memory_mb=512, root_gb=1)
-    flavors.create_flavor(ctx, "huge", vcpus=1, memory_mb=8192, root_gb=1)
-    add_image(ctx)
-    fake.on("spawn.yml", running)
-    return ctx
+from tests.conftest import NOW
+from tests.services.conftest import add_image
 
 
 def counts(ctx: Context) -> tuple[int, int, int]:
@@ -110,16 +67,44 @@ def test_count_spreads_and_names(cloud: Context) -> None:
     assert len({v["addresses"][0]["address"] for v in views}) == 3
 
 
-def test_spawn_failure_goes_error_and_frees_everything(cloud: Context, fake: FakeExecutor) -> None:
+def test_spawn_failure_reschedules_to_the_next_host(cloud: Context, fake: FakeExecutor) -> None:
     fake.fail("spawn.yml", host="h1", task="spawn", msg="qemu exploded")
+    [view] = compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
+    assert (view["status"], view["host"]) == ("ACTIVE", "h2")
+    assert [r.playbook for r in fake.requests] == ["spawn.yml", "destroy.yml", "spawn.yml"]
+    assert list(fake.requests[1].extravars["cloudctl_domains"]) == ["h1"]
+    events = [
+        (e["event"], e["result"], e["host"]) for e in compute.action_list(cloud, "web")[0]["events"]
+    ]
+    assert ("spawn", "Error", "h1") in events and ("reschedule", "Success", "h2") in events
+    assert events[-1] == ("spawn", "Success", "h2")
+    with cloud.db.unit_of_work() as s:
+        fails = {h.name: h.failed_builds for h in s.scalars(select(Host))}
+        assert fails == {"h1": 1, "h2": 0}
+        assert {a.host_id for a in s.scalars(select(Allocation))} == {
+            s.scalars(select(Host.id).where(Host.name == "h2")).one()
+        }
+
+
+def test_spawn_failure_on_every_host_goes_error_and_frees_everything(
+    cloud: Context, fake: FakeExecutor
+) -> None:
+    fake.fail("spawn.yml", host="h1", task="spawn", msg="qemu exploded")
+    fake.fail("spawn.yml", host="h2", task="spawn", msg="qemu exploded")
     with pytest.raises(OperationFailed, match="qemu exploded"):
         compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
     view = compute.show_instance(cloud, "web")
     assert view["status"] == "ERROR"
     assert "qemu exploded" in view["fault"]["message"]
+    assert "h1: " in view["fault"]["message"] and "h2: " in view["fault"]["message"]
     assert view["addresses"] == []
     assert counts(cloud) == (1, 0, 0)
-    assert fake.requests[-1].playbook == "destroy.yml"
+    assert [r.playbook for r in fake.requests] == [
+        "spawn.yml",
+        "destroy.yml",
+        "spawn.yml",
+        "destroy.yml",
+    ]
     [action] = compute.action_list(cloud, "web")
     assert action["events"][-1]["result"] == "Error"
 
@@ -220,6 +205,9 @@ def test_power_state_machine(cloud: Context, fake: FakeExecutor) -> None:
 
 
 def test_fault_rows_recorded(cloud: Context, fake: FakeExecutor) -> None:
+    cloud.settings = replace(
+        cloud.settings, scheduler=replace(cloud.settings.scheduler, max_attempts=1)
+    )
     fake.fail("spawn.yml", host="h1", task="disks", msg="no space")
     with pytest.raises(OperationFailed):
         compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
@@ -239,16 +227,31 @@ def test_key_pair_reaches_the_config_drive(cloud: Context, fake: FakeExecutor) -
     assert key in drive["files"]["meta-data"]
 
 
-def test_ephemeral_and_swap_disks_are_built_and_attached(cloud: Context, fake: FakeExecutor) -> None:
-    flavors.create_flavor(cloud, "big", vcpus=1, memory_mb=256, root_gb=2, ephemeral_gb=1, swap_mb=512)
+def test_ephemeral_and_swap_disks_are_built_and_attached(
+    cloud: Context, fake: FakeExecutor
+) -> None:
+    flavors.create_flavor(
+        cloud, "big", vcpus=1, memory_mb=256, root_gb=2, ephemeral_gb=1, swap_mb=512
+    )
     [view] = compute.boot(cloud, BootRequest(name="eph", flavor="big", image="tiny"))
     req = fake.requests[-1]
     [disks] = req.extravars["cloudctl_disks"]["h1"]
     assert (disks["root_gb"], disks["ephemeral_gb"], disks["swap_mb"]) == (2, 1, 512)
     xml = req.extravars["cloudctl_domains"]["h1"][0]["xml"]
     base = f"/var/lib/cloudctl/instances/{view['uuid']}"
-    for path, dev in ((f"{base}/disk", "vda"), (f"{base}/disk.eph0", "vdb"), (f"{base}/disk.swap", "vdc"), (f"{base}/disk.config", "vdd")):
+    for path, dev in (
+        (f"{base}/disk", "vda"),
+        (f"{base}/disk.eph0", "vdb"),
+        (f"{base}/disk.swap", "vdc"),
+        (f"{base}/disk.config", "vdd"),
+    ):
         assert f"<source file='{path}'/>" in xml or f'<source file="{path}"/>' in xml
         assert f"dev='{dev}'" in xml or f'dev="{dev}"' in xml
     with cloud.db.unit_of_work() as s:
-        assert sum(a.used for a in s.scalars(select(Allocation).where(Allocation.resource_class == "DISK_GB"))) == 4
+        assert (
+            sum(
+                a.used
+                for a in s.scalars(select(Allocation).where(Allocation.resource_class == "DISK_GB"))
+            )
+            == 4
+        )

@@ -39,6 +39,11 @@ def boot(
     count: Annotated[int, typer.Option(help="Boot NAME-1..NAME-N.")] = 1,
     user_data: Annotated[Path | None, typer.Option(help="User data file.")] = None,
     prop: Annotated[list[str] | None, typer.Option("--property", help="Metadata k=v.")] = None,
+    group: Annotated[str | None, typer.Option(help="Server group to join.")] = None,
+    hint: Annotated[
+        list[str] | None,
+        typer.Option(help="Scheduler hint same_host=NAME[,NAME] or different_host=NAME[,NAME]."),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Wait until ACTIVE (or ERROR).")] = True,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
@@ -58,6 +63,8 @@ def boot(
         count=count,
         user_data=data,
         metadata=validation.properties(prop or []),
+        group=group,
+        hints=validation.properties(hint or []),
     )
     views = compute.boot(ctx_for(output), req, wait=wait)
     emit(views if count > 1 or output == OutputFormat.table else views[0], output, LIST_COLUMNS)

@@ -124,6 +124,8 @@ class Host(TimestampMixin, SoftDeleteMixin, Base):
     last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     # Ledger generation: bumped by every claim/release, for compare-and-swap.
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    # Builds that failed here since the last one that succeeded (BuildFailureWeigher).
+    failed_builds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Flavor(TimestampMixin, SoftDeleteMixin, Base):
@@ -255,6 +257,8 @@ class Instance(TimestampMixin, SoftDeleteMixin, Base):
     user_data: Mapped[str | None] = mapped_column(Text, default=None)
     instance_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     reservation_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Nova's request_specs: what the user asked of the scheduler, kept to reschedule and move.
+    request_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     launch_index: Mapped[int] = mapped_column(Integer, default=0)
     locked: Mapped[bool] = mapped_column(Boolean, default=False)
     locked_reason: Mapped[str | None] = mapped_column(String(255), default=None)

@@ -10,18 +10,14 @@ from pathlib import Path
 class SchedulerSettings:
     """Nova's [filter_scheduler] section."""
 
-    enabled_filters: tuple[str, ...] = (
-        "ComputeFilter",
-        "IgnoreHostsFilter",
-        "ForcedHostFilter",
-        "AvailabilityZoneFilter",
-        "RamFilter",
-        "CoreFilter",
-        "DiskFilter",
-    )
-    weighers: dict[str, float] = field(default_factory=lambda: {"RAMWeigher": 1.0})
+    #: None = the registry's defaults (Nova's order); names must be registered plugins.
+    enabled_filters: tuple[str, ...] | None = None
+    #: Weigher name -> multiplier; None = the registry's defaults.
+    weighers: dict[str, float] | None = None
     host_subset_size: int = 1
     max_attempts: int = 3
+    max_instances_per_host: int = 50
+    max_io_ops_per_host: int = 8
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass
+class GroupState:
+    """A server group as one request sees it; ``members_per_host`` grows as instances are placed.
+
+    Nova updates ``spec_obj.instance_group.hosts`` between the picks of a multi-create likewise.
+    """
+
+    name: str
+    policy: str  # affinity | anti-affinity | soft-affinity | soft-anti-affinity
+    max_server_per_host: int | None = None
+    members_per_host: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -21,6 +35,10 @@ class RequestSpec:
     flavor_extra_specs: Mapping[str, str] = field(default_factory=dict)
     image_properties: Mapping[str, str] = field(default_factory=dict)
     ignore_hosts: frozenset[str] = frozenset()
+    group: GroupState | None = None
+    #: Scheduler hints: hosts of the named instances (same_host / different_host).
+    same_host: frozenset[str] = frozenset()
+    different_host: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -48,6 +66,16 @@ class HostState:
     num_instances: int = 0
     labels: Mapping[str, Any] = field(default_factory=dict)
     generation: int = 0
+    hypervisor_type: str | None = None
+    hypervisor_version: int | None = None
+    virt_types: frozenset[str] = frozenset()
+    cpu_arch: str | None = None
+    cpu_model: str | None = None
+    cpu_features: frozenset[str] = frozenset()
+    #: Instances building on the host right now (Nova's num_io_ops, for max concurrent builds).
+    num_io_ops: int = 0
+    #: Recent build failures (the BuildFailureWeigher's input).
+    failed_builds: int = 0
 
     @property
     def vcpus_limit(self) -> float:
@@ -85,3 +113,4 @@ class HostState:
         self.memory_mb_used += spec.memory_mb
         self.disk_gb_used += spec.disk_gb
         self.num_instances += 1
+        self.num_io_ops += 1

@@ -135,6 +135,9 @@ class FilterScheduler:
             chosen = subset[0] if len(subset) == 1 else self.rng.choice(subset)
             host = by_name[chosen.host]
             host.consume(spec)
+            if spec.group is not None:
+                # The next instance of this request sees this one as a group member.
+                spec.group.members_per_host[host.name] += 1
             alternates = tuple(w.host for w in weighed if w.host != chosen.host)[
                 : self.max_alternates
             ]

@@ -16,24 +16,28 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloudctl import ledger
-from cloudctl.db.models import Host, Image, Instance, KeyPair, Quota
+from cloudctl.db.models import Host, Image, Instance, KeyPair, ServerGroupMember
 from cloudctl.domain import validation
-from cloudctl.domain.settings import Settings
 from cloudctl.domain.states import PowerState, TaskState, VmState
 from cloudctl.errors import (
     AlreadyExists,
     ClaimConflict,
     CloudctlError,
     InvalidInput,
+    NoValidHost,
     OperationFailed,
-    QuotaExceeded,
 )
 from cloudctl.executor.base import RunEvent, RunRequest, RunResult
 from cloudctl.render import render_domain_xml
 from cloudctl.scheduler.host_state import HostState, RequestSpec
 from cloudctl.scheduler.pipeline import FilterScheduler
-from cloudctl.scheduler.registry import load_filters, load_weighers
-from cloudctl.services import actions, hosts, network
+from cloudctl.scheduler.registry import (
+    DEFAULT_FILTERS,
+    DEFAULT_WEIGHERS,
+    load_filters,
+    load_weighers,
+)
+from cloudctl.services import actions, hosts, network, quotas, server_groups
 from cloudctl.services.compute.common import (
     by_uuid,
     config_drive_files,
@@ -41,6 +45,7 @@ from cloudctl.services.compute.common import (
     domain_spec,
     domain_states,
     failure_reason,
+    get_instance,
     host_of,
     launch_worker,
 )
@@ -65,6 +70,28 @@ class BootRequest:
     count: int = 1
     user_data: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    group: str | None = None
+    #: Scheduler hints: same_host / different_host = instance names or UUIDs (comma-separated).
+    hints: Mapping[str, str] = field(default_factory=dict)
+
+
+HINTS = ("same_host", "different_host")
+
+
+def _hint_hosts(
+    session: Session, project_id: str, hints: Mapping[str, str]
+) -> dict[str, frozenset[str]]:
+    out: dict[str, frozenset[str]] = {}
+    for key, value in hints.items():
+        if key not in HINTS:
+            raise InvalidInput(reason=f"unknown scheduler hint {key!r}; known: {', '.join(HINTS)}")
+        found = set()
+        for ref in filter(None, (v.strip() for v in value.split(","))):
+            inst = get_instance(session, project_id, ref)
+            if inst.host is not None:
+                found.add(inst.host.name)
+        out[key] = frozenset(found)
+    return out
 
 
 def instance_names(req: BootRequest) -> list[str]:
@@ -136,8 +163,16 @@ def _create_and_claim(
         ).all()
         if taken:
             raise AlreadyExists(kind="instance", name=taken[0])
-        _check_quota(session, s, len(names), flavor.vcpus, flavor.memory_mb)
+        quotas.check(session, s, len(names), flavor.vcpus, flavor.memory_mb)
+        group = server_groups.get_group(session, s.project_id, req.group) if req.group else None
+        _hint_hosts(session, s.project_id, req.hints)  # refuse unknown hints before writing
         net = network.ensure_default_network(session, s.network)
+        request_spec = {
+            "availability_zone": az,
+            "force_host": force_host,
+            "group": group.uuid if group else None,
+            "hints": dict(req.hints),
+        }
 
         instances: list[Instance] = []
         reservation = f"r-{uuid.uuid4().hex[:8]}"
@@ -166,10 +201,13 @@ def _create_and_claim(
                 instance_metadata=dict(req.metadata),
                 reservation_id=reservation,
                 launch_index=index,
+                request_spec=request_spec,
                 created_at=now,
             )
             session.add(inst)
             instances.append(inst)
+            if group is not None:
+                group.members.append(ServerGroupMember(instance_uuid=inst_uuid, created_at=now))
         session.flush()
         acts = {
             i.uuid: actions.start_action(session, i, "create", request_id, now) for i in instances
@@ -180,17 +218,7 @@ def _create_and_claim(
         resources = ledger.resources_for(
             flavor.vcpus, flavor.memory_mb, flavor.root_gb, flavor.ephemeral_gb, flavor.swap_mb
         )
-        spec = RequestSpec(
-            vcpus=resources[ledger.VCPU],
-            memory_mb=resources[ledger.MEMORY_MB],
-            disk_gb=resources[ledger.DISK_GB],
-            availability_zone=az,
-            force_host=force_host,
-            num_instances=len(instances),
-            flavor_name=flavor.name,
-            flavor_extra_specs=flavor.specs(),
-            image_properties=image.props(),
-        )
+        spec = request_spec_for(session, instances[0], len(instances))
         rows = {h.name: h for h in hosts.list_hosts(session)}
         states = host_states(session, rows.values(), now, s.service_down_time_s)
         ctx.progress.info(f"scheduling {len(instances)} instance(s) over {len(states)} host(s)")
@@ -217,6 +245,37 @@ def _create_and_claim(
         return [i.uuid for i in instances]
 
 
+def request_spec_for(
+    session: Session, inst: Instance, count: int, ignore_hosts: frozenset[str] = frozenset()
+) -> RequestSpec:
+    """The scheduler's view of an instance's request, from its stored request spec."""
+    rs = inst.request_spec or {}
+    resources = ledger.resources_for(
+        inst.vcpus, inst.memory_mb, inst.root_gb, inst.ephemeral_gb, inst.swap_mb
+    )
+    group = None
+    if rs.get("group"):
+        group = server_groups.group_state(
+            session, server_groups.get_group(session, inst.project_id, rs["group"])
+        )
+    hinted = _hint_hosts(session, inst.project_id, rs.get("hints") or {})
+    return RequestSpec(
+        vcpus=resources[ledger.VCPU],
+        memory_mb=resources[ledger.MEMORY_MB],
+        disk_gb=resources[ledger.DISK_GB],
+        availability_zone=rs.get("availability_zone"),
+        force_host=rs.get("force_host"),
+        num_instances=count,
+        flavor_name=inst.flavor.name,
+        flavor_extra_specs=inst.flavor.specs(),
+        image_properties=inst.image.props() if inst.image else {},
+        ignore_hosts=ignore_hosts,
+        group=group,
+        same_host=hinted.get("same_host", frozenset()),
+        different_host=hinted.get("different_host", frozenset()),
+    )
+
+
 def _check_image_fits(image: Image, memory_mb: int, root_gb: int) -> None:
     if image.min_ram_mb and memory_mb < image.min_ram_mb:
         raise InvalidInput(
@@ -234,31 +293,19 @@ def _check_image_fits(image: Image, memory_mb: int, root_gb: int) -> None:
         )
 
 
-def _check_quota(session: Session, s: Settings, count: int, vcpus: int, memory_mb: int) -> None:
-    limits = {"instances": s.quota_instances, "cores": s.quota_cores, "ram": s.quota_ram_mb}
-    for row in session.scalars(select(Quota).where(Quota.project_id == s.project_id)):
-        limits[row.resource] = row.hard_limit
-    used_instances, used_cores, used_ram = session.execute(
-        select(
-            func.count(Instance.id),
-            func.coalesce(func.sum(Instance.vcpus), 0),
-            func.coalesce(func.sum(Instance.memory_mb), 0),
-        ).where(Instance.project_id == s.project_id, Instance.deleted == 0)
-    ).one()
-    wanted = {"instances": count, "cores": count * vcpus, "ram": count * memory_mb}
-    used = {"instances": used_instances, "cores": used_cores, "ram": used_ram}
-    for res, amount in wanted.items():
-        limit = limits[res]
-        if limit >= 0 and used[res] + amount > limit:
-            raise QuotaExceeded(resource=res, requested=amount, used=used[res], limit=limit)
-
-
 def host_states(
     session: Session, rows: Iterable[Host], now: Any, service_down_time_s: int
 ) -> list[HostState]:
     """Scheduler views of hosts, usage from the ledger."""
     rows = list(rows)
     usage = ledger.usage_by_host(session, [h.id for h in rows])
+    building = dict(
+        session.execute(
+            select(Instance.host_id, func.count(Instance.id))
+            .where(Instance.deleted == 0, Instance.vm_state == VmState.BUILDING)
+            .group_by(Instance.host_id)
+        ).all()
+    )
     out = []
     for h in rows:
         u = usage.get(h.id, ledger.HostUsage())
@@ -285,6 +332,14 @@ def host_states(
                 num_instances=len(u.consumers),
                 labels=dict(h.labels or {}),
                 generation=h.generation,
+                hypervisor_type=h.hypervisor_type,
+                hypervisor_version=h.hypervisor_version,
+                virt_types=frozenset((h.cpu_info or {}).get("virt_types") or ()),
+                cpu_arch=(h.cpu_info or {}).get("arch"),
+                cpu_model=(h.cpu_info or {}).get("model"),
+                cpu_features=frozenset((h.cpu_info or {}).get("features") or ()),
+                num_io_ops=int(building.get(h.id, 0)),
+                failed_builds=h.failed_builds,
             )
         )
     return out
@@ -294,8 +349,8 @@ def make_scheduler(ctx: Context) -> FilterScheduler:
     """The filter scheduler configured from settings."""
     sched = ctx.settings.scheduler
     return FilterScheduler(
-        load_filters(sched.enabled_filters),
-        load_weighers(sched.weighers),
+        load_filters(sched.enabled_filters or DEFAULT_FILTERS),
+        load_weighers(DEFAULT_WEIGHERS if sched.weighers is None else sched.weighers),
         host_subset_size=sched.host_subset_size,
         max_alternates=max(0, sched.max_attempts - 1),
         rng=ctx.rng,
@@ -303,12 +358,51 @@ def make_scheduler(ctx: Context) -> FilterScheduler:
 
 
 def build_instances(ctx: Context, uuids: Sequence[str], request_id: str) -> None:
-    """Spawn claimed instances on their hosts, one play for all, and record the outcome."""
+    """Spawn claimed instances, one play for all; reschedule failures onto other hosts.
+
+    A spawn failure cleans the host, releases the claim, counts a build failure against the host
+    and places the instance again without the hosts it already failed on, up to
+    ``max_attempts``; when attempts run out the instance goes to ERROR with a fault that lists
+    every attempt.
+    """
+    attempts: dict[str, list[str]] = {u: [] for u in uuids}
+    names: dict[str, str] = {}
+    pending = list(uuids)
+    lost: list[str] = []
+    last_reason = ""
+    while pending:
+        result, bad, reason = _spawn(ctx, pending, request_id, names)
+        if not bad:
+            break
+        last_reason = reason
+        cleanup_note = _clean_hosts(ctx, bad)
+        retry: list[str] = []
+        for u in bad:
+            host = _record_attempt(ctx, u, request_id, reason + cleanup_note, result)
+            attempts[u].append(f"{host}: {reason}")
+            if len(attempts[u]) < max(1, ctx.settings.scheduler.max_attempts) and _reschedule(
+                ctx, u, request_id, attempts[u]
+            ):
+                retry.append(u)
+            else:
+                lost.append(u)
+        pending = retry
+    if lost:
+        for u in lost:
+            _fail_build(ctx, [u], request_id, "; ".join(attempts[u]), None, cleaned=True)
+        raise OperationFailed(
+            action="build", name=", ".join(names[u] for u in lost), reason=last_reason
+        )
+
+
+def _spawn(
+    ctx: Context, uuids: Sequence[str], request_id: str, names: dict[str, str]
+) -> tuple[RunResult | None, list[str], str]:
+    """One spawn play for ``uuids``; returns the run, the instances that failed and why."""
     per_host: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
         lambda: {"disks": [], "drives": [], "domains": [], "base": []}
     )
     targets = {}
-    names: dict[str, str] = {}
     with ctx.db.unit_of_work() as session:
         for u in uuids:
             inst = by_uuid(session, u)
@@ -365,22 +459,84 @@ def build_instances(ctx: Context, uuids: Sequence[str], request_id: str) -> None
                 playbook="spawn.yml",
                 hosts=tuple(targets.values()),
                 extravars=extravars,
-                description=f"spawn {', '.join(names.values())}",
+                description=f"spawn {', '.join(names[u] for u in uuids)}",
             ),
             on_event,
         )
     except CloudctlError as exc:
-        _fail_build(ctx, uuids, request_id, str(exc), None)
-        raise
+        return None, list(uuids), str(exc)
     failed_hosts = result.failed_hosts()
     good = [u for u in uuids if host_of(ctx, u) not in failed_hosts]
     bad = [u for u in uuids if u not in good]
     _finish_build(ctx, good, request_id, result)
     hosts.touch_hosts(ctx, set(targets) - failed_hosts)
-    if bad:
-        reason = failure_reason(result)
-        _fail_build(ctx, bad, request_id, reason, result)
-        raise OperationFailed(action="build", name=", ".join(names[u] for u in bad), reason=reason)
+    return result, bad, failure_reason(result) if bad else ""
+
+
+def _clean_hosts(ctx: Context, uuids: Sequence[str]) -> str:
+    """Remove what a failed spawn left on its host; a note when even that failed."""
+    try:
+        cleanup = destroy_on_hosts(ctx, uuids)
+    except CloudctlError as exc:
+        return f"\ncleanup failed: {exc}"
+    return "" if cleanup.ok else f"\ncleanup failed: {failure_reason(cleanup)}"
+
+
+def _record_attempt(
+    ctx: Context, inst_uuid: str, request_id: str, details: str, result: RunResult | None
+) -> str:
+    """Close the failed step as an Error event, free the claim, count a failure on the host."""
+    if result is not None and result.stdout_tail:
+        details += "\n--- ansible output ---\n" + result.stdout_tail
+    with ctx.db.unit_of_work() as session:
+        now = ctx.clock()
+        inst = by_uuid(session, inst_uuid)
+        host = inst.host
+        act = actions.current_action(session, inst_uuid, request_id)
+        event = "spawn" if inst.task_state == TaskState.SPAWNING else "block_device_mapping"
+        actions.finish_event(
+            session, act, event, now, actions.ERROR, details, host.name if host else None
+        )
+        ledger.release(session, inst_uuid)
+        if host is not None:
+            host.failed_builds += 1
+        return host.name if host is not None else "-"
+
+
+def _reschedule(ctx: Context, inst_uuid: str, request_id: str, tried: list[str]) -> bool:
+    """Place a failed instance again, away from the hosts it failed on; False if nowhere."""
+    ignore = frozenset(t.split(":", 1)[0] for t in tried)
+    for _ in range(CLAIM_RETRIES):
+        try:
+            with ctx.db.unit_of_work() as session:
+                now = ctx.clock()
+                inst = by_uuid(session, inst_uuid)
+                act = actions.current_action(session, inst_uuid, request_id)
+                inst.host = None
+                session.flush()
+                spec = request_spec_for(session, inst, 1, ignore)
+                rows = {h.name: h for h in hosts.list_hosts(session)}
+                states = host_states(session, rows.values(), now, ctx.settings.service_down_time_s)
+                actions.start_event(session, act, "reschedule", now)
+                [sel] = make_scheduler(ctx).select(states, spec, 1)
+                host = rows[sel.host.name]
+                resources = ledger.resources_for(
+                    inst.vcpus, inst.memory_mb, inst.root_gb, inst.ephemeral_gb, inst.swap_mb
+                )
+                ledger.claim(session, host, inst.uuid, resources, sel.host.generation)
+                inst.host = host
+                inst.availability_zone = host.availability_zone
+                inst.task_state = TaskState.BLOCK_DEVICE_MAPPING
+                actions.finish_event(session, act, "reschedule", ctx.clock(), host=host.name)
+                actions.start_event(session, act, "block_device_mapping", ctx.clock(), host.name)
+                ctx.progress.info(f"{inst.name}: rescheduled to {host.name}")
+                return True
+        except ledger.GenerationConflict:
+            continue
+        except NoValidHost as exc:
+            tried.append(f"reschedule: {exc.message}")
+            return False
+    return False
 
 
 def _mark_spawning(ctx: Context, uuids: Sequence[str], request_id: str) -> None:
@@ -407,6 +563,8 @@ def _finish_build(ctx: Context, uuids: Sequence[str], request_id: str, result: R
             actions.finish_event(session, act, "block_device_mapping", now, host=host)
             actions.finish_event(session, act, "spawn", now, host=host)
             actions.finish_action(act, now)
+            if inst.host is not None:
+                inst.host.failed_builds = 0
             inst.vm_state = VmState.ACTIVE
             inst.task_state = None
             inst.power_state = PowerState.from_libvirt(states.get(inst.domain_name, "nostate"))
@@ -414,15 +572,16 @@ def _finish_build(ctx: Context, uuids: Sequence[str], request_id: str, result: R
 
 
 def _fail_build(
-    ctx: Context, uuids: Sequence[str], request_id: str, reason: str, result: RunResult | None
+    ctx: Context,
+    uuids: Sequence[str],
+    request_id: str,
+    reason: str,
+    result: RunResult | None,
+    *,
+    cleaned: bool = False,
 ) -> None:
-    cleanup_note = ""
-    try:
-        cleanup = destroy_on_hosts(ctx, uuids)
-        if not cleanup.ok:
-            cleanup_note = f"\ncleanup failed: {failure_reason(cleanup)}"
-    except CloudctlError as exc:
-        cleanup_note = f"\ncleanup failed: {exc}"
+    """ERROR with a fault; claim and IP released; the host cleaned unless already done."""
+    cleanup_note = "" if cleaned else _clean_hosts(ctx, uuids)
     details = reason + cleanup_note
     if result is not None and result.stdout_tail:
         details += "\n--- ansible output ---\n" + result.stdout_tail
@@ -432,8 +591,9 @@ def _fail_build(
             inst = by_uuid(session, u)
             host = inst.host.name if inst.host else None
             act = actions.current_action(session, u, request_id)
-            event = "spawn" if inst.task_state == TaskState.SPAWNING else "block_device_mapping"
-            actions.finish_event(session, act, event, now, actions.ERROR, details, host)
+            for event in ("spawn", "block_device_mapping", "reschedule"):
+                if any(e.event == event and e.finish_time is None for e in act.events):
+                    actions.finish_event(session, act, event, now, actions.ERROR, details, host)
             actions.finish_action(act, now, message="Error")
             actions.add_fault(session, inst, f"Build failed: {reason}", details, now, host)
             ledger.release(session, u)
