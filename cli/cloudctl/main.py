@@ -22,6 +22,7 @@ from cloudctl.commands import (
     keypair,
     lab,
     quota,
+    schedule,
     server,
     server_group,
 )
@@ -76,6 +77,8 @@ app.add_typer(keypair.app, name="keypair")
 app.add_typer(action.app, name="action")
 app.add_typer(server_group.app, name="server-group")
 app.add_typer(quota.app, name="quota")
+app.add_typer(schedule.app, name="schedule")
+app.command("capacity")(schedule.capacity)
 app.add_typer(lab.app, name="lab")
 app.add_typer(db.app, name="db")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cloudctl.errors import NoValidHost
 from cloudctl.scheduler.filters import HostFilter
@@ -100,9 +100,7 @@ class FilterScheduler:
                 weighted = value * multiplier
                 per_host[i][weigher.name] = weighted
                 totals[i] += weighted
-        weighed = [
-            WeighedHost(h.name, totals[i], per_host[i]) for i, h in enumerate(hosts)
-        ]
+        weighed = [WeighedHost(h.name, totals[i], per_host[i]) for i, h in enumerate(hosts)]
         # Stable tie-break on name keeps placements reproducible in tests and plans.
         weighed.sort(key=lambda w: (-w.weight, w.host))
         return weighed
@@ -161,3 +159,65 @@ def describe_rejections(
     if wanted > 1:
         prefix = f"placed {index} of {wanted} instance(s); {prefix}"
     return prefix + "; " + "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class HostExplanation:
+    """One host in ``schedule explain``: why it was rejected, or its weights and rank."""
+
+    host: str
+    passed: bool
+    rejected_by: str | None
+    reason: str
+    weights: Mapping[str, float]
+    weight: float | None
+    rank: int | None
+
+
+def explain(
+    scheduler: FilterScheduler, hosts: Sequence[HostState], spec: RequestSpec
+) -> list[HostExplanation]:
+    """Every host with the first filter that rejected it (and the numbers), or its weights.
+
+    Uses the same filters and weighers as :meth:`FilterScheduler.select`; nothing is consumed.
+    """
+    out: dict[str, HostExplanation] = {}
+    passing: list[HostState] = []
+    for host in hosts:
+        verdict = next(
+            (
+                (f.name, r.reason)
+                for f in scheduler.filters
+                if not (r := f.host_passes(host, spec)).passed
+            ),
+            None,
+        )
+        if verdict is None:
+            passing.append(host)
+        else:
+            out[host.name] = HostExplanation(
+                host.name, False, verdict[0], verdict[1], {}, None, None
+            )
+    for rank, w in enumerate(scheduler.weigh_hosts(passing, spec), start=1):
+        out[w.host] = HostExplanation(w.host, True, None, "", dict(w.weights), w.weight, rank)
+    return sorted(out.values(), key=lambda e: (e.rank is None, e.rank or 0, e.host))
+
+
+def capacity(
+    scheduler: FilterScheduler, hosts: Sequence[HostState], spec: RequestSpec, limit: int = 100_000
+) -> dict[str, int]:
+    """How many more instances of ``spec`` each host takes (Ganeti's hspace), by consuming a copy.
+
+    Counts per host independently: the total is what fits if every host is filled.
+    """
+    fits: dict[str, int] = {}
+    single = replace(spec, num_instances=1)
+    for original in hosts:
+        host = replace(original)
+        n = 0
+        while n < limit and all(f.host_passes(host, single).passed for f in scheduler.filters):
+            host.consume(single)
+            host.num_io_ops = original.num_io_ops  # builds finish; capacity counts what stays
+            n += 1
+        fits[original.name] = n
+    return fits

@@ -9,14 +9,14 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloudctl import ledger
-from cloudctl.db.models import Host, Image, Instance, KeyPair, ServerGroupMember
+from cloudctl.db.models import Flavor, Host, Image, Instance, KeyPair, ServerGroupMember
 from cloudctl.domain import validation
 from cloudctl.domain.states import PowerState, TaskState, VmState
 from cloudctl.errors import (
@@ -245,34 +245,71 @@ def _create_and_claim(
         return [i.uuid for i in instances]
 
 
-def request_spec_for(
-    session: Session, inst: Instance, count: int, ignore_hosts: frozenset[str] = frozenset()
+def build_request_spec(
+    session: Session,
+    project_id: str,
+    flavor: Flavor,
+    image: Image | None,
+    *,
+    availability_zone: str | None = None,
+    force_host: str | None = None,
+    group: str | None = None,
+    hints: Mapping[str, str] | None = None,
+    count: int = 1,
+    ignore_hosts: frozenset[str] = frozenset(),
 ) -> RequestSpec:
-    """The scheduler's view of an instance's request, from its stored request spec."""
-    rs = inst.request_spec or {}
+    """The scheduler's view of a request (boot, reschedule, explain and capacity share it)."""
     resources = ledger.resources_for(
-        inst.vcpus, inst.memory_mb, inst.root_gb, inst.ephemeral_gb, inst.swap_mb
+        flavor.vcpus, flavor.memory_mb, flavor.root_gb, flavor.ephemeral_gb, flavor.swap_mb
     )
-    group = None
-    if rs.get("group"):
-        group = server_groups.group_state(
-            session, server_groups.get_group(session, inst.project_id, rs["group"])
+    group_state = None
+    if group:
+        group_state = server_groups.group_state(
+            session, server_groups.get_group(session, project_id, group)
         )
-    hinted = _hint_hosts(session, inst.project_id, rs.get("hints") or {})
+    hinted = _hint_hosts(session, project_id, hints or {})
     return RequestSpec(
         vcpus=resources[ledger.VCPU],
         memory_mb=resources[ledger.MEMORY_MB],
         disk_gb=resources[ledger.DISK_GB],
-        availability_zone=rs.get("availability_zone"),
-        force_host=rs.get("force_host"),
+        availability_zone=availability_zone,
+        force_host=force_host,
         num_instances=count,
-        flavor_name=inst.flavor.name,
-        flavor_extra_specs=inst.flavor.specs(),
-        image_properties=inst.image.props() if inst.image else {},
+        flavor_name=flavor.name,
+        flavor_extra_specs=flavor.specs(),
+        image_properties=image.props() if image else {},
         ignore_hosts=ignore_hosts,
-        group=group,
+        group=group_state,
         same_host=hinted.get("same_host", frozenset()),
         different_host=hinted.get("different_host", frozenset()),
+    )
+
+
+def request_spec_for(
+    session: Session, inst: Instance, count: int, ignore_hosts: frozenset[str] = frozenset()
+) -> RequestSpec:
+    """An instance's request, from its stored request spec (its own flavor copy for sizes)."""
+    rs = inst.request_spec or {}
+    spec = build_request_spec(
+        session,
+        inst.project_id,
+        inst.flavor,
+        inst.image,
+        availability_zone=rs.get("availability_zone"),
+        force_host=rs.get("force_host"),
+        group=rs.get("group"),
+        hints=rs.get("hints") or {},
+        count=count,
+        ignore_hosts=ignore_hosts,
+    )
+    resources = ledger.resources_for(
+        inst.vcpus, inst.memory_mb, inst.root_gb, inst.ephemeral_gb, inst.swap_mb
+    )
+    return replace(
+        spec,
+        vcpus=resources[ledger.VCPU],
+        memory_mb=resources[ledger.MEMORY_MB],
+        disk_gb=resources[ledger.DISK_GB],
     )
 
 
