@@ -53,7 +53,11 @@ def test_explain_names_the_filter_and_numbers_and_ranks_the_rest() -> None:
     assert rows["far"].rejected_by == "AvailabilityZoneFilter"
     assert (rows["big"].rank, rows["mid"].rank) == (1, 2)
     assert rows["big"].weights == {"RAMWeigher": 1.0} and rows["mid"].weight == 0.0
-    assert [e.host for e in explain(sched(), hosts, RequestSpec(1, 2048, 10))][:3] == ["big", "far", "mid"]
+    assert [e.host for e in explain(sched(), hosts, RequestSpec(1, 2048, 10))][:3] == [
+        "big",
+        "far",
+        "mid",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -182,4 +182,4 @@ def test_unknown_plugin_names_fail_at_start() -> None:
         load_filters(["RamFilter", "NoSuchFilter"])
     with pytest.raises(ConfigError, match="unknown scheduler weigher"):
         load_weighers({"Nope": 1.0})
-    assert DEFAULT_WEIGHERS == {"RAMWeigher": 1.0}
+    assert DEFAULT_WEIGHERS["RAMWeigher"] == 1.0

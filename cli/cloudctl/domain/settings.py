@@ -18,6 +18,8 @@ class SchedulerSettings:
     max_attempts: int = 3
     max_instances_per_host: int = 50
     max_io_ops_per_host: int = 8
+    #: Architecture assumed for images that name none (ImagePropertiesFilter).
+    image_properties_default_architecture: str | None = None
 
 
 @dataclass(frozen=True)

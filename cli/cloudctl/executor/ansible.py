@@ -146,10 +146,12 @@ class AnsibleExecutor:
         _write_private_json(data_dir / "env" / "settings", {"pexpect_timeout": POLL_INTERVAL_S})
 
         collector = _Collector(request.playbook, on_event)
-        collector.emit(RunEvent(kind="run_start", playbook=request.playbook,
-                                message=request.description))
+        collector.emit(
+            RunEvent(kind="run_start", playbook=request.playbook, message=request.description)
+        )
         cmdline = " ".join(
-            flag for flag, wanted in (("--check", request.check), ("--diff", request.diff))
+            flag
+            for flag, wanted in (("--check", request.check), ("--diff", request.diff))
             if wanted
         )
         started = time.monotonic()
@@ -172,7 +174,8 @@ class AnsibleExecutor:
             except Exception as exc:  # ansible-runner's configuration errors and the like
                 raise ExecutorError(
                     f"cannot run {request.playbook}: ansible-runner failed to start: {exc}",
-                    playbook=request.playbook, reason=str(exc),
+                    playbook=request.playbook,
+                    reason=str(exc),
                 ) from exc
         duration = time.monotonic() - started
 
@@ -182,7 +185,8 @@ class AnsibleExecutor:
         if rc == 127 and not collector.saw_events:
             raise ExecutorError(
                 f"cannot run {request.playbook}: ansible-playbook did not start: {tail}",
-                playbook=request.playbook, reason=tail,
+                playbook=request.playbook,
+                reason=tail,
             )
         if watchdog.timed_out:
             tail += f"\ncloudctl: the run timed out after {self.timeout_s} s and was stopped"
@@ -198,10 +202,15 @@ class AnsibleExecutor:
             artifacts_dir=str(artifacts_dir),
             stdout_tail=tail.strip("\n"),
         )
-        collector.emit(run_end_event(
-            request.playbook, ok, result.tasks, ignored=collector.ignored,
-            fallback=_last_line(tail) or f"{status} (rc={rc})",
-        ))
+        collector.emit(
+            run_end_event(
+                request.playbook,
+                ok,
+                result.tasks,
+                ignored=collector.ignored,
+                fallback=_last_line(tail) or f"{status} (rc={rc})",
+            )
+        )
         self.prune()
         watchdog.redeliver()
         return result
@@ -239,7 +248,8 @@ class AnsibleExecutor:
         if not playbook or not path.is_relative_to(root) or not path.is_file():
             raise ExecutorError(
                 f"cannot run {playbook!r}: no such playbook in {root}",
-                playbook=playbook, reason="playbook not found",
+                playbook=playbook,
+                reason="playbook not found",
             )
         return path
 
@@ -267,7 +277,6 @@ class AnsibleExecutor:
             # one ssh round trip per task instead of put + chmod + exec (we are root: no sudo tty)
             "ANSIBLE_PIPELINING": "True",
         }
-
 
 
 class _Collector:
@@ -299,11 +308,17 @@ class _Collector:
         kind = raw.get("event")
         data = raw.get("event_data") or {}
         if kind == "playbook_on_play_start":
-            self.emit(RunEvent(kind="play_start", playbook=self.playbook,
-                               message=str(data.get("play") or "")))
+            self.emit(
+                RunEvent(
+                    kind="play_start", playbook=self.playbook, message=str(data.get("play") or "")
+                )
+            )
         elif kind in _TASK_START_EVENTS:
-            self.emit(RunEvent(kind="task_start", playbook=self.playbook,
-                               task=str(data.get("task") or "")))
+            self.emit(
+                RunEvent(
+                    kind="task_start", playbook=self.playbook, task=str(data.get("task") or "")
+                )
+            )
         elif isinstance(kind, str) and kind in _RESULT_EVENTS:
             self._host_result(_RESULT_EVENTS[kind], data)
         return True
@@ -410,7 +425,7 @@ def _process_table() -> dict[int, int]:
         except OSError:
             continue
         # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-        fields = stat_line[stat_line.rfind(")") + 2:].split()
+        fields = stat_line[stat_line.rfind(")") + 2 :].split()
         if len(fields) > 1:
             table[int(entry)] = int(fields[1])
     return table
@@ -500,4 +515,3 @@ def _parse_time(value: object) -> datetime | None:
         except ValueError:
             return None
     return None
-

@@ -15,7 +15,11 @@ from typing import Any, Literal, Protocol
 
 TaskStatus = Literal["ok", "changed", "failed", "skipped", "unreachable"]
 EventKind = Literal[
-    "run_start", "play_start", "task_start", "host_result", "run_end",
+    "run_start",
+    "play_start",
+    "task_start",
+    "host_result",
+    "run_end",
 ]
 
 

@@ -87,7 +87,8 @@ class FakeExecutor:
         if self.playbooks_dir is not None and not (self.playbooks_dir / request.playbook).is_file():
             raise ExecutorError(
                 f"cannot run {request.playbook!r}: no such playbook in {self.playbooks_dir}",
-                playbook=request.playbook, reason="playbook not found",
+                playbook=request.playbook,
+                reason="playbook not found",
             )
         render_inventory(request.hosts)  # the same validation as a real run
         self.requests.append(request)
@@ -151,8 +152,9 @@ class FakeExecutor:
                     continue
                 res = dict(tasks[name])
                 status = status_of(res)
-                results.append(TaskResult(host=host, task=name, action="fake", status=status,
-                                          result=res))
+                results.append(
+                    TaskResult(host=host, task=name, action="fake", status=status, result=res)
+                )
                 if status in ("failed", "unreachable"):
                     stopped.add(host)
         failed = [t for t in results if t.status in ("failed", "unreachable")]
@@ -162,8 +164,15 @@ class FakeExecutor:
             f"=> {result_message(t.result)}"
             for t in failed
         )
-        return RunResult(playbook=request.playbook, ok=not failed, rc=rc, tasks=tuple(results),
-                         duration_s=0.0, artifacts_dir=None, stdout_tail=tail)
+        return RunResult(
+            playbook=request.playbook,
+            ok=not failed,
+            rc=rc,
+            tasks=tuple(results),
+            duration_s=0.0,
+            artifacts_dir=None,
+            stdout_tail=tail,
+        )
 
 
 def _order(request: RunRequest) -> Callable[[str], int]:

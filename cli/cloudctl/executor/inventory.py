@@ -22,16 +22,18 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _GROUP_NAMES = frozenset({"all", "ungrouped", GROUP})
 
 #: Variables the executor sets itself; ``HostTarget.hostvars`` may not carry them.
-GENERATED_VARS = frozenset({
-    "ansible_connection",
-    "ansible_host",
-    "ansible_user",
-    "ansible_port",
-    "ansible_ssh_private_key_file",
-    "ansible_ssh_common_args",
-    "ansible_python_interpreter",
-    "libvirt_uri",
-})
+GENERATED_VARS = frozenset(
+    {
+        "ansible_connection",
+        "ansible_host",
+        "ansible_user",
+        "ansible_port",
+        "ansible_ssh_private_key_file",
+        "ansible_ssh_common_args",
+        "ansible_python_interpreter",
+        "libvirt_uri",
+    }
+)
 
 
 def host_vars(host: HostTarget) -> dict[str, Any]:

@@ -42,9 +42,7 @@ def check(session: Session, s: Settings, count: int, vcpus: int, memory_mb: int)
     wanted = {"instances": count, "cores": count * vcpus, "ram": count * memory_mb}
     for res in RESOURCES:
         if lim[res] >= 0 and used[res] + wanted[res] > lim[res]:
-            raise QuotaExceeded(
-                resource=res, requested=wanted[res], used=used[res], limit=lim[res]
-            )
+            raise QuotaExceeded(resource=res, requested=wanted[res], used=used[res], limit=lim[res])
 
 
 def show(ctx: Context, project_id: str | None = None) -> list[dict[str, Any]]:

@@ -7,10 +7,30 @@ from cloudctl.scheduler.weighers import HostWeigher
 
 
 class RAMWeigher(HostWeigher):
-    """Prefer hosts with more free RAM (Nova's default weigher)."""
+    """Prefer hosts with more free RAM (Nova's default weigher; ram_weight_multiplier 1.0)."""
 
     name = "RAMWeigher"
 
     def weigh(self, host: HostState, spec: RequestSpec) -> float:
         """Free RAM in MiB."""
         return host.free_ram_mb
+
+
+class CPUWeigher(HostWeigher):
+    """Prefer hosts with more free vCPUs (Nova's cpu_weight_multiplier 1.0)."""
+
+    name = "CPUWeigher"
+
+    def weigh(self, host: HostState, spec: RequestSpec) -> float:
+        """Free vCPUs after the allocation ratio."""
+        return host.free_vcpus
+
+
+class DiskWeigher(HostWeigher):
+    """Prefer hosts with more free disk (Nova's disk_weight_multiplier 1.0)."""
+
+    name = "DiskWeigher"
+
+    def weigh(self, host: HostState, spec: RequestSpec) -> float:
+        """Free disk in GiB after the allocation ratio."""
+        return host.free_disk_gb

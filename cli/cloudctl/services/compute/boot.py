@@ -6,6 +6,7 @@ failure leaves the instance in ERROR with a fault, its claim and IP released and
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -55,7 +56,8 @@ from cloudctl.services.flavors import get_flavor
 from cloudctl.services.images import get_image
 from cloudctl.services.keypairs import get_keypair
 
-CLAIM_RETRIES = 3
+#: Compare-and-swap conflicts retried (with jitter) before a boot gives up.
+CLAIM_RETRIES = 10
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ def boot(ctx: Context, req: BootRequest, *, wait: bool = True) -> list[dict[str,
             if attempt == CLAIM_RETRIES:
                 raise ClaimConflict(host=exc.host, attempts=attempt) from exc
             ctx.progress.info(f"ledger changed on {exc.host}, scheduling again")
+            time.sleep(ctx.rng.uniform(0.01, 0.05 * attempt))
     if wait:
         build_instances(ctx, uuids, request_id)
     else:
@@ -386,8 +389,8 @@ def make_scheduler(ctx: Context) -> FilterScheduler:
     """The filter scheduler configured from settings."""
     sched = ctx.settings.scheduler
     return FilterScheduler(
-        load_filters(sched.enabled_filters or DEFAULT_FILTERS),
-        load_weighers(DEFAULT_WEIGHERS if sched.weighers is None else sched.weighers),
+        load_filters(sched.enabled_filters or DEFAULT_FILTERS, sched),
+        load_weighers(DEFAULT_WEIGHERS if sched.weighers is None else sched.weighers, sched),
         host_subset_size=sched.host_subset_size,
         max_alternates=max(0, sched.max_attempts - 1),
         rng=ctx.rng,
