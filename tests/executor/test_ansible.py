@@ -107,7 +107,7 @@ PLAYBOOKS: dict[str, str] = {
 """,
 }
 
-ECHO_MODULE = '''#!/usr/bin/python
+ECHO_MODULE = """#!/usr/bin/python
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.cloudctl_echo_util import shout
 
@@ -124,7 +124,7 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 ECHO_UTIL = "def shout(text):\n    return text.upper()\n"
 
 
@@ -145,14 +145,24 @@ def ansible_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_executor(tree: Path, runs_dir: Path, **kwargs: Any) -> AnsibleExecutor:
     """An executor on the test tree."""
     return AnsibleExecutor(
-        runs_dir=runs_dir, playbooks_dir=tree / "playbooks", library_dir=tree / "library",
-        roles_dir=tree / "roles", module_utils_dir=tree / "library" / "module_utils", **kwargs)
+        runs_dir=runs_dir,
+        playbooks_dir=tree / "playbooks",
+        library_dir=tree / "library",
+        roles_dir=tree / "roles",
+        module_utils_dir=tree / "library" / "module_utils",
+        **kwargs,
+    )
 
 
 def local(name: str, **kwargs: Any) -> HostTarget:
     """A host that Ansible reaches with the local connection, running this venv's Python."""
-    return HostTarget(name=name, connection="local", libvirt_uri="qemu:///system",
-                      python_interpreter=sys.executable, **kwargs)
+    return HostTarget(
+        name=name,
+        connection="local",
+        libvirt_uri="qemu:///system",
+        python_interpreter=sys.executable,
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -263,7 +273,11 @@ def test_one_host_ping_events_and_result(executor: AnsibleExecutor) -> None:
     assert (result.ok, result.rc, result.playbook) == (True, 0, "ping.yml")
     (task,) = result.tasks
     assert (task.host, task.task, task.action, task.status) == (
-        "h1", "ping", "ansible.builtin.ping", "ok")
+        "h1",
+        "ping",
+        "ansible.builtin.ping",
+        "ok",
+    )
     assert task.result["ping"] == "pong"
     assert "_ansible_no_log" not in task.result and "invocation" not in task.result
     assert task.started is not None and task.ended is not None
@@ -284,8 +298,11 @@ def test_one_host_ping_events_and_result(executor: AnsibleExecutor) -> None:
 
 @pytest.mark.integration
 def test_run_dir_is_private_and_holds_inventory_and_extravars(executor: AnsibleExecutor) -> None:
-    req = RunRequest(playbook="ping.yml", hosts=(local("h1", hostvars={"cloudctl_x": 1}),),
-                     extravars={"secret": "s3cret"})
+    req = RunRequest(
+        playbook="ping.yml",
+        hosts=(local("h1", hostvars={"cloudctl_x": 1}),),
+        extravars={"secret": "s3cret"},
+    )
     result, _ = run(executor, req)
     assert result.ok and result.artifacts_dir is not None
     run_dir = Path(result.artifacts_dir).parents[1]
@@ -312,8 +329,9 @@ def test_uses_this_venvs_ansible_even_without_it_on_path(
 ) -> None:
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     executor = make_executor(ansible_tree, tmp_path / "runs")
-    req = RunRequest(playbook="facts.yml", hosts=(local("h1"),),
-                     extravars={"scratch": str(tmp_path)}, check=True)
+    req = RunRequest(
+        playbook="facts.yml", hosts=(local("h1"),), extravars={"scratch": str(tmp_path)}, check=True
+    )
     result, _ = run(executor, req)
     assert result.ok, result.stdout_tail
     msg = result.result("where", "h1")["msg"]  # type: ignore[index]
@@ -325,8 +343,11 @@ def test_two_hosts_extravars_keyed_by_host_custom_module_and_loop(
     executor: AnsibleExecutor,
 ) -> None:
     guests = {"h1": ["g-a", "g-b"], "h2": []}
-    req = RunRequest(playbook="guests.yml", hosts=(local("h1"), local("h2")),
-                     extravars={"cloudctl_guests": guests})
+    req = RunRequest(
+        playbook="guests.yml",
+        hosts=(local("h1"), local("h2")),
+        extravars={"cloudctl_guests": guests},
+    )
     result, events = run(executor, req)
     assert result.ok, result.stdout_tail
     assert_well_ordered(events, "guests.yml")
@@ -349,13 +370,17 @@ def test_two_hosts_extravars_keyed_by_host_custom_module_and_loop(
 @pytest.mark.integration
 def test_templates_in_extravars_and_hostvars_are_not_evaluated(executor: AnsibleExecutor) -> None:
     evil = "{{ lookup('ansible.builtin.pipe', 'echo pwned') }}"
-    req = RunRequest(playbook="guests.yml",
-                     hosts=(local("h1", hostvars={"cloudctl_note": evil}),),
-                     extravars={"cloudctl_guests": {"h1": [evil, {"user_data": "#{% raw %}"}]}})
+    req = RunRequest(
+        playbook="guests.yml",
+        hosts=(local("h1", hostvars={"cloudctl_note": evil}),),
+        extravars={"cloudctl_guests": {"h1": [evil, {"user_data": "#{% raw %}"}]}},
+    )
     result, _ = run(executor, req)
     assert result.ok, result.stdout_tail
     assert result.result("echo guests", "h1")["guests"] == [  # type: ignore[index]
-        evil, {"user_data": "#{% raw %}"}]
+        evil,
+        {"user_data": "#{% raw %}"},
+    ]
 
 
 @pytest.mark.integration
@@ -366,10 +391,14 @@ def test_failure_on_one_host_is_reported_per_host(executor: AnsibleExecutor) -> 
     assert_well_ordered(events, "fail.yml")
     by = {(t.host, t.task): t.status for t in result.tasks}
     assert by == {
-        ("h1", "first"): "ok", ("h2", "first"): "ok",
-        ("h1", "ignored failure"): "failed", ("h2", "ignored failure"): "failed",
-        ("h1", "skipped on h1"): "skipped", ("h2", "skipped on h1"): "ok",
-        ("h1", "break h2"): "skipped", ("h2", "break h2"): "failed",
+        ("h1", "first"): "ok",
+        ("h2", "first"): "ok",
+        ("h1", "ignored failure"): "failed",
+        ("h2", "ignored failure"): "failed",
+        ("h1", "skipped on h1"): "skipped",
+        ("h2", "skipped on h1"): "ok",
+        ("h1", "break h2"): "skipped",
+        ("h2", "break h2"): "failed",
         ("h1", "after"): "ok",  # h2 stopped at its failure
     }
     assert result.failed_hosts() == {"h1", "h2"}  # ignore_errors failures count as failed
@@ -396,9 +425,13 @@ def test_ignored_failures_do_not_fail_the_run(executor: AnsibleExecutor) -> None
 def test_check_and_diff_flags(
     executor: AnsibleExecutor, tmp_path: Path, check: bool, diff: bool
 ) -> None:
-    req = RunRequest(playbook="facts.yml", hosts=(local("h1", hostvars={"cloudctl_virt_type":
-                                                                         "qemu"}),),
-                     extravars={"scratch": str(tmp_path)}, check=check, diff=diff)
+    req = RunRequest(
+        playbook="facts.yml",
+        hosts=(local("h1", hostvars={"cloudctl_virt_type": "qemu"}),),
+        extravars={"scratch": str(tmp_path)},
+        check=check,
+        diff=diff,
+    )
     result, _ = run(executor, req)
     assert result.ok, result.stdout_tail
     msg = result.result("where", "h1")["msg"]  # type: ignore[index]
@@ -412,9 +445,16 @@ def test_check_and_diff_flags(
 @pytest.mark.integration
 def test_unreachable_host(executor: AnsibleExecutor) -> None:
     # a closed port on loopback: refused at once
-    dead = HostTarget(name="dead", connection="ssh", libvirt_uri="qemu:///system",
-                      python_interpreter="/usr/bin/python3", address="127.0.0.1", ssh_port=1,
-                      ssh_user="root", ssh_common_args="-o ConnectTimeout=5")
+    dead = HostTarget(
+        name="dead",
+        connection="ssh",
+        libvirt_uri="qemu:///system",
+        python_interpreter="/usr/bin/python3",
+        address="127.0.0.1",
+        ssh_port=1,
+        ssh_user="root",
+        ssh_common_args="-o ConnectTimeout=5",
+    )
     result, events = run(executor, RunRequest(playbook="ping.yml", hosts=(dead, local("h1"))))
     assert result.ok is False and result.rc == 4
     statuses = {t.host: t.status for t in result.tasks}
@@ -452,8 +492,10 @@ def test_timeout_stops_the_run(ansible_tree: Path, tmp_path: Path) -> None:
     executor = make_executor(ansible_tree, tmp_path / "runs", timeout_s=2)
     started = time.monotonic()
     sleep_s = "59.4711"
-    result, events = run(executor, RunRequest(playbook="sleep.yml", hosts=(local("h1"),),
-                                              extravars={"sleep_s": sleep_s}))
+    result, events = run(
+        executor,
+        RunRequest(playbook="sleep.yml", hosts=(local("h1"),), extravars={"sleep_s": sleep_s}),
+    )
     assert time.monotonic() - started < 15
     assert result.ok is False
     assert "timed out after 2 s" in result.stdout_tail
@@ -495,8 +537,10 @@ def test_sigint_stops_the_run_then_raises_keyboard_interrupt(executor: AnsibleEx
     started = time.monotonic()
     sleep_s = "59.4712"
     with pytest.raises(KeyboardInterrupt):
-        executor.run(RunRequest(playbook="sleep.yml", hosts=(local("h1"),),
-                                extravars={"sleep_s": sleep_s}), on_event)
+        executor.run(
+            RunRequest(playbook="sleep.yml", hosts=(local("h1"),), extravars={"sleep_s": sleep_s}),
+            on_event,
+        )
     killer.join()
     assert time.monotonic() - started < 20
     assert leftovers(f"sleep {sleep_s}", str(executor.runs_dir)) == []

@@ -12,13 +12,20 @@ from cloudctl.executor.fake import DEFAULT_TASK, FakeExecutor
 
 
 def _host(name: str) -> HostTarget:
-    return HostTarget(name=name, connection="local", libvirt_uri="qemu:///system",
-                      python_interpreter="/usr/bin/python3")
+    return HostTarget(
+        name=name,
+        connection="local",
+        libvirt_uri="qemu:///system",
+        python_interpreter="/usr/bin/python3",
+    )
 
 
 H1, H2 = _host("h1"), _host("h2")
-REQ = RunRequest(playbook="spawn.yml", hosts=(H1, H2),
-                 extravars={"cloudctl_guests": {"h1": ["g1"], "h2": ["g2"]}})
+REQ = RunRequest(
+    playbook="spawn.yml",
+    hosts=(H1, H2),
+    extravars={"cloudctl_guests": {"h1": ["g1"], "h2": ["g2"]}},
+)
 
 
 def _kinds(events: list[RunEvent]) -> list[tuple[str, str | None, str | None, str | None]]:
@@ -38,7 +45,9 @@ def test_default_every_host_ok_and_requests_recorded() -> None:
     assert fake.results == [result]
     assert (result.ok, result.rc, result.playbook) == (True, 0, "spawn.yml")
     assert [(t.host, t.task, t.status, dict(t.result)) for t in result.tasks] == [
-        ("h1", DEFAULT_TASK, "ok", {}), ("h2", DEFAULT_TASK, "ok", {})]
+        ("h1", DEFAULT_TASK, "ok", {}),
+        ("h2", DEFAULT_TASK, "ok", {}),
+    ]
     assert _kinds(events) == [
         ("run_start", None, None, None),
         ("play_start", None, None, None),
@@ -55,8 +64,10 @@ def test_responder_mapping_per_host_and_task() -> None:
 
     def spawn(req: RunRequest) -> dict[str, dict[str, dict[str, object]]]:
         guests = req.extravars["cloudctl_guests"]
-        return {h: {"define": {"changed": True, "guests": guests[h]},
-                    "start": {"changed": False}} for h in guests}
+        return {
+            h: {"define": {"changed": True, "guests": guests[h]}, "start": {"changed": False}}
+            for h in guests
+        }
 
     fake.on("spawn.yml", spawn)
     events: list[RunEvent] = []
@@ -64,11 +75,22 @@ def test_responder_mapping_per_host_and_task() -> None:
     assert result.ok
     assert result.result("define", "h2") == {"changed": True, "guests": ["g2"]}
     assert [(t.host, t.task, t.status) for t in result.tasks] == [
-        ("h1", "define", "changed"), ("h2", "define", "changed"),
-        ("h1", "start", "ok"), ("h2", "start", "ok")]
+        ("h1", "define", "changed"),
+        ("h2", "define", "changed"),
+        ("h1", "start", "ok"),
+        ("h2", "start", "ok"),
+    ]
     assert [e.kind for e in events] == [
-        "run_start", "play_start", "task_start", "host_result", "host_result",
-        "task_start", "host_result", "host_result", "run_end"]
+        "run_start",
+        "play_start",
+        "task_start",
+        "host_result",
+        "host_result",
+        "task_start",
+        "host_result",
+        "host_result",
+        "run_end",
+    ]
 
 
 def test_fail_stops_that_host_only_and_reports_the_message() -> None:
@@ -79,12 +101,16 @@ def test_fail_stops_that_host_only_and_reports_the_message() -> None:
     result = fake.run(REQ, events.append)
     assert (result.ok, result.rc) == (False, 2)
     assert [(t.host, t.task, t.status) for t in result.tasks] == [
-        ("h1", "define", "failed"), ("h2", "define", "ok"), ("h2", "start", "ok")]
+        ("h1", "define", "failed"),
+        ("h2", "define", "ok"),
+        ("h2", "start", "ok"),
+    ]
     assert result.failed_hosts() == {"h1"}
     assert result.failed()[0].message == "no space left"
     assert "fatal: [h1]: FAILED! => no space left" in result.stdout_tail
-    assert events[-1] == RunEvent(kind="run_end", playbook="spawn.yml", status="failed",
-                                  message="h1: define: no space left")
+    assert events[-1] == RunEvent(
+        kind="run_end", playbook="spawn.yml", status="failed", message="h1: define: no space left"
+    )
     failed_event = next(e for e in events if e.status == "failed")
     assert (failed_event.host, failed_event.message) == ("h1", "no space left")
 
@@ -95,7 +121,10 @@ def test_fail_adds_the_task_and_can_be_unreachable_and_limited() -> None:
     first = fake.run(REQ)
     assert (first.ok, first.rc) == (False, 4)
     assert [(t.host, t.task, t.status) for t in first.tasks] == [
-        ("h1", DEFAULT_TASK, "ok"), ("h2", DEFAULT_TASK, "ok"), ("h2", "connect", "unreachable")]
+        ("h1", DEFAULT_TASK, "ok"),
+        ("h2", DEFAULT_TASK, "ok"),
+        ("h2", "connect", "unreachable"),
+    ]
     assert "UNREACHABLE" in first.stdout_tail
     assert fake.run(REQ).ok  # times=1: the second run succeeds
 
@@ -105,14 +134,22 @@ def test_fail_of_the_default_task() -> None:
     fake.fail("spawn.yml", host="h2")
     result = fake.run(REQ)
     assert [(t.host, t.status, t.message) for t in result.tasks] == [
-        ("h1", "ok", ""), ("h2", "failed", "boom")]
+        ("h1", "ok", ""),
+        ("h2", "failed", "boom"),
+    ]
     assert fake.run(RunRequest(playbook="other.yml", hosts=(H2,))).ok
 
 
 def test_responder_may_return_a_run_result() -> None:
     fake = FakeExecutor()
-    canned = RunResult(playbook="spawn.yml", ok=False, rc=1, tasks=(), duration_s=0.0,
-                       stdout_tail="ERROR! syntax error")
+    canned = RunResult(
+        playbook="spawn.yml",
+        ok=False,
+        rc=1,
+        tasks=(),
+        duration_s=0.0,
+        stdout_tail="ERROR! syntax error",
+    )
     fake.on("spawn.yml", lambda req: canned)
     events: list[RunEvent] = []
     assert fake.run(REQ, events.append) is canned

@@ -183,3 +183,18 @@ def test_unknown_plugin_names_fail_at_start() -> None:
     with pytest.raises(ConfigError, match="unknown scheduler weigher"):
         load_weighers({"Nope": 1.0})
     assert DEFAULT_WEIGHERS["RAMWeigher"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("min_count", "placed"),
+    [(None, None), (2, 2), (3, None), (1, 2)],
+)
+def test_min_count_places_as_many_as_fit_or_none(min_count: int | None, placed: int | None) -> None:
+    """Two fit; all-or-nothing by default, down to min_count when asked."""
+    hosts = [host("a", memory_mb_total=2048)]
+    spec = RequestSpec(1, 1024, 1, num_instances=3)
+    if placed is None:
+        with pytest.raises(NoValidHost, match="placed 2 of 3"):
+            scheduler().select(hosts, spec, min_count=min_count)
+    else:
+        assert len(scheduler().select(hosts, spec, min_count=min_count)) == placed

@@ -83,3 +83,18 @@ def test_quota_show_set_and_enforce_with_count(cloud: Context) -> None:
         quotas.set_limits(cloud, {"instances": -5})
     with pytest.raises(InvalidInput):
         quotas.set_limits(cloud, {"gpus": 1})
+
+
+def test_min_count_boots_what_fits_and_writes_nothing_for_the_rest(cloud: Context) -> None:
+    from cloudctl.services import flavors
+
+    flavors.create_flavor(cloud, "wide", vcpus=1, memory_mb=2048, root_gb=1)  # h1 fits 2, h2 fits 1
+    with pytest.raises(InvalidInput, match=r"min count must be 1\.\.5"):
+        compute.boot(
+            cloud, BootRequest(name="w", flavor="wide", image="tiny", count=5, min_count=6)
+        )
+    views = compute.boot(
+        cloud, BootRequest(name="w", flavor="wide", image="tiny", count=5, min_count=2)
+    )
+    assert [v["name"] for v in views] == ["w-1", "w-2", "w-3"]
+    assert [i["name"] for i in compute.list_instances(cloud)] == ["w-1", "w-2", "w-3"]

@@ -37,6 +37,9 @@ def boot(
     key: Annotated[str | None, typer.Option(help="Key pair to inject.")] = None,
     az: Annotated[str | None, typer.Option("--az", help="AZ, AZ:HOST or :HOST.")] = None,
     count: Annotated[int, typer.Option(help="Boot NAME-1..NAME-N.")] = 1,
+    min_count: Annotated[
+        int | None, typer.Option(help="With --count: boot at least M or none (default: all).")
+    ] = None,
     user_data: Annotated[Path | None, typer.Option(help="User data file.")] = None,
     prop: Annotated[list[str] | None, typer.Option("--property", help="Metadata k=v.")] = None,
     group: Annotated[str | None, typer.Option(help="Server group to join.")] = None,
@@ -65,6 +68,7 @@ def boot(
         metadata=validation.properties(prop or []),
         group=group,
         hints=validation.properties(hint or []),
+        min_count=min_count,
     )
     views = compute.boot(ctx_for(output), req, wait=wait)
     emit(views if count > 1 or output == OutputFormat.table else views[0], output, LIST_COLUMNS)

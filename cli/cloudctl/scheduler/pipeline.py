@@ -106,11 +106,17 @@ class FilterScheduler:
         return weighed
 
     def select(
-        self, hosts: Sequence[HostState], spec: RequestSpec, count: int | None = None
+        self,
+        hosts: Sequence[HostState],
+        spec: RequestSpec,
+        count: int | None = None,
+        *,
+        min_count: int | None = None,
     ) -> list[Selection]:
         """Place ``count`` (default ``spec.num_instances``) instances, consuming as it goes.
 
-        Raises :class:`NoValidHost` naming how many hosts each filter removed.
+        All or nothing, unless ``min_count``: then as many as fit if that is at least
+        ``min_count``. Raises :class:`NoValidHost` naming how many hosts each filter removed.
         """
         wanted = spec.num_instances if count is None else count
         by_name = {h.name: h for h in hosts}
@@ -124,6 +130,8 @@ class FilterScheduler:
                 gone = {r.host for r in rejections if r.filter in once}
                 candidates = [h for h in hosts if h.name not in gone]
             if not survivors:
+                if min_count is not None and index >= min_count:
+                    return selections
                 raise NoValidHost(
                     reason=describe_rejections(len(hosts), rejections, index, wanted),
                     rejections=[(r.host, r.filter, r.reason) for r in rejections],

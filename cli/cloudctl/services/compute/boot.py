@@ -73,6 +73,8 @@ class BootRequest:
     user_data: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     group: str | None = None
+    #: With ``count``: place at least this many or none (Nova's min_count); None = all or none.
+    min_count: int | None = None
     #: Scheduler hints: same_host / different_host = instance names or UUIDs (comma-separated).
     hints: Mapping[str, str] = field(default_factory=dict)
 
@@ -100,6 +102,8 @@ def instance_names(req: BootRequest) -> list[str]:
     """``name`` for one instance, ``name-1 .. name-N`` for ``--count N`` (Nova's template)."""
     if req.count < 1:
         raise InvalidInput(reason=f"count must be >= 1, got {req.count}")
+    if req.min_count is not None and not 1 <= req.min_count <= req.count:
+        raise InvalidInput(reason=f"min count must be 1..{req.count}, got {req.min_count}")
     if req.count == 1:
         return [validation.instance_name(req.name)]
     return [validation.instance_name(f"{req.name}-{i}") for i in range(1, req.count + 1)]
@@ -177,6 +181,29 @@ def _create_and_claim(
             "hints": dict(req.hints),
         }
 
+        spec = build_request_spec(
+            session,
+            s.project_id,
+            flavor,
+            image,
+            availability_zone=az,
+            force_host=force_host,
+            group=group.uuid if group else None,
+            hints=req.hints,
+            count=len(names),
+        )
+        rows = {h.name: h for h in hosts.list_hosts(session)}
+        states = host_states(session, rows.values(), now, s.service_down_time_s)
+        ctx.progress.info(f"scheduling {len(names)} instance(s) over {len(states)} host(s)")
+        selections = make_scheduler(ctx).select(states, spec, min_count=req.min_count)
+        if len(selections) < len(names):
+            ctx.progress.info(
+                f"placed {len(selections)} of {len(names)} (--min-count {req.min_count})"
+            )
+            names = names[: len(selections)]
+        resources = ledger.resources_for(
+            flavor.vcpus, flavor.memory_mb, flavor.root_gb, flavor.ephemeral_gb, flavor.swap_mb
+        )
         instances: list[Instance] = []
         reservation = f"r-{uuid.uuid4().hex[:8]}"
         for index, name in enumerate(names):
@@ -217,15 +244,6 @@ def _create_and_claim(
         }
         for inst in instances:
             actions.start_event(session, acts[inst.uuid], "schedule", now)
-
-        resources = ledger.resources_for(
-            flavor.vcpus, flavor.memory_mb, flavor.root_gb, flavor.ephemeral_gb, flavor.swap_mb
-        )
-        spec = request_spec_for(session, instances[0], len(instances))
-        rows = {h.name: h for h in hosts.list_hosts(session)}
-        states = host_states(session, rows.values(), now, s.service_down_time_s)
-        ctx.progress.info(f"scheduling {len(instances)} instance(s) over {len(states)} host(s)")
-        selections = make_scheduler(ctx).select(states, spec)
         generations = {h.name: h.generation for h in states}
         for inst, sel in zip(instances, selections, strict=True):
             host = rows[sel.host.name]
