@@ -97,6 +97,16 @@ def test_az_and_capacity(lab: Cli) -> None:
     per_host = {h["host"]: h["fits"] for h in cap["hosts"]}
     assert per_host["lab-1"] == per_host["lab-3"] == 0 and per_host["lab-2"] > 0
     assert cap["total"] == per_host["lab-2"]
+    table = lab.run("capacity", "--flavor", "m1.tiny", "--az", "az2").stdout
+    assert "TOTAL" in table and str(cap["total"]) in table
+    explained = lab.run("schedule", "explain", "--flavor", "m1.tiny", "--az", "az2").stdout
+    assert "AvailabilityZoneFilter" in explained and "RANK" in explained and "lab-2" in explained
+    rows = lab.json("schedule", "explain", "--flavor", "m1.tiny", "--az", "az2")
+    assert [(r["host"], r["rank"]) for r in rows if r["result"] == "pass"] == [("lab-2", 1)]
+    assert {r["host"]: r["filter"] for r in rows if r["result"] == "rejected"} == {
+        "lab-1": "AvailabilityZoneFilter",
+        "lab-3": "AvailabilityZoneFilter",
+    }
     clean(lab)
 
 
