@@ -16,6 +16,7 @@ import yaml
 
 from cloudctl.domain.settings import NetworkSettings, SchedulerSettings, Settings
 from cloudctl.errors import ConfigError
+from cloudctl.scheduler.registry import load_filters, load_weighers
 
 DEFAULT_HOME = Path.home() / ".local" / "share" / "cloudctl"
 
@@ -56,9 +57,17 @@ def load_settings(
     if "CLOUDCTL_USER" in env:
         data["user_id"] = env["CLOUDCTL_USER"]
     try:
-        return Settings(home=home, db_url=str(url), scheduler=scheduler, network=network, **data)
+        settings = Settings(
+            home=home, db_url=str(url), scheduler=scheduler, network=network, **data
+        )
     except TypeError as exc:
         raise ConfigError(reason=f"{config_path}: {exc}") from exc
+    # Unknown plugin names stop every command at start-up, not the first boot hours later.
+    if scheduler.enabled_filters is not None:
+        load_filters(scheduler.enabled_filters, scheduler)
+    if scheduler.weighers is not None:
+        load_weighers(scheduler.weighers, scheduler)
+    return settings
 
 
 def _section(cls: type[Any], raw: Any, name: str) -> Any:
