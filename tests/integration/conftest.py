@@ -60,15 +60,22 @@ def virsh(*args: str) -> str:
     ).stdout
 
 
-@pytest.fixture(scope="module")
-def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
-    """A home with the local host, flavor ``m1.tiny`` and image ``tiny`` registered."""
-    home = tmp_path_factory.mktemp("cloudctl-home")
+def make_home(tmp_path_factory: pytest.TempPathFactory, prefix: str, config: str) -> Cli:
+    """A fresh ``CLOUDCTL_HOME`` sharing the machine-wide tiny-image cache, with ``config``."""
+    home = tmp_path_factory.mktemp(prefix)
     (home / "cache").mkdir()
     TINY_CACHE.mkdir(parents=True, exist_ok=True)
     (home / "cache" / "tiny").symlink_to(TINY_CACHE)
-    (home / "config.yaml").write_text("stop_timeout_s: 3\nservice_down_time_s: 3600\n")
-    c = Cli(home)
+    (home / "config.yaml").write_text(config)
+    return Cli(home)
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    """A home with the local host, flavor ``m1.tiny`` and image ``tiny`` registered."""
+    c = make_home(
+        tmp_path_factory, "cloudctl-home", "stop_timeout_s: 3\nservice_down_time_s: 3600\n"
+    )
     c.run("host", "add", "local", "--uri", "qemu:///system", "--virt-type", "qemu")
     c.run("flavor", "create", "m1.tiny", "--vcpus", "1", "--ram", "128", "--disk", "1")
     c.run("image", "create-tiny", "tiny", timeout=900)

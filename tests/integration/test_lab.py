@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import TINY_CACHE, Cli
+from tests.integration.conftest import Cli, make_home
 
 pytestmark = pytest.mark.integration
 MARKER = r"CLOUDCTL-GUEST-UP uuid=(\S+) hostname=(\S+)"
@@ -54,12 +54,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def lab_cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
-    home = tmp_path_factory.mktemp("lab-home")
-    (home / "cache").mkdir()
-    TINY_CACHE.mkdir(parents=True, exist_ok=True)
-    (home / "cache" / "tiny").symlink_to(TINY_CACHE)
-    (home / "config.yaml").write_text("service_down_time_s: 3600\n")
-    c = Cli(home)
+    c = make_home(tmp_path_factory, "lab-home", "service_down_time_s: 3600\n")
     c.run("flavor", "create", "m1.tiny", "--vcpus", "1", "--ram", "128", "--disk", "1")
     c.run("image", "create-tiny", "tiny", timeout=900)
     return c

@@ -14,19 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import TINY_CACHE, Cli
+from tests.integration.conftest import Cli, make_home
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
-    home = tmp_path_factory.mktemp("sched-home")
-    (home / "cache").mkdir()
-    TINY_CACHE.mkdir(parents=True, exist_ok=True)
-    (home / "cache" / "tiny").symlink_to(TINY_CACHE)
-    (home / "config.yaml").write_text("service_down_time_s: 3600\n")
-    c = Cli(home)
+    c = make_home(tmp_path_factory, "sched-home", "service_down_time_s: 3600\n")
     c.run("lab", "up", "--hosts", "3", "--azs", "2", "--connection", "local")
     c.run("flavor", "create", "m1.tiny", "--vcpus", "1", "--ram", "64", "--disk", "1")
     c.run("image", "create-tiny", "tiny", timeout=900)

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 
 from cloudctl.scheduler.host_state import HostState, RequestSpec
 from cloudctl.scheduler.pipeline import FilterScheduler, capacity, explain
 from cloudctl.scheduler.registry import load_filters, load_weighers
+from tests.scheduler.factories import host
 
 FILTERS = ("ComputeFilter", "AvailabilityZoneFilter", "RamFilter", "CoreFilter", "DiskFilter")
-
-
-def host(name: str, **kw: Any) -> HostState:
-    base: dict[str, Any] = {
-        "name": name,
-        "uuid": name,
-        "availability_zone": "az1",
-        "enabled": True,
-        "is_up": True,
-        "vcpus_total": 4,
-        "memory_mb_total": 4096,
-        "disk_gb_total": 100,
-    }
-    base.update(kw)
-    return HostState(**base)
 
 
 def sched() -> FilterScheduler:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 
@@ -16,21 +15,7 @@ from cloudctl.scheduler.registry import (
     load_filters,
     load_weighers,
 )
-
-
-def host(name: str, **kw: Any) -> HostState:
-    base: dict[str, Any] = {
-        "name": name,
-        "uuid": name,
-        "availability_zone": "az1",
-        "enabled": True,
-        "is_up": True,
-        "vcpus_total": 4,
-        "memory_mb_total": 4096,
-        "disk_gb_total": 100,
-    }
-    base.update(kw)
-    return HostState(**base)
+from tests.scheduler.factories import host
 
 
 def scheduler(multiplier: float = 1.0, subset: int = 1) -> FilterScheduler:

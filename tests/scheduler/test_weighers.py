@@ -28,22 +28,7 @@ from cloudctl.scheduler.weighers.load import (
     NumInstancesWeigher,
 )
 from cloudctl.scheduler.weighers.resources import CPUWeigher, DiskWeigher, RAMWeigher
-
-
-def host(name: str = "h1", **kw: Any) -> HostState:
-    base: dict[str, Any] = {
-        "name": name,
-        "uuid": name,
-        "availability_zone": "az1",
-        "enabled": True,
-        "is_up": True,
-        "vcpus_total": 4,
-        "memory_mb_total": 4096,
-        "disk_gb_total": 100,
-    }
-    base.update(kw)
-    return HostState(**base)
-
+from tests.scheduler.factories import host
 
 SPEC = RequestSpec(vcpus=1, memory_mb=512, disk_gb=10)
 
