@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from cloudctl.errors import NoValidHost
 from cloudctl.scheduler.filters import HostFilter
@@ -105,6 +107,53 @@ class FilterScheduler:
         weighed.sort(key=lambda w: (-w.weight, w.host))
         return weighed
 
+    def _filter_pass(
+        self,
+        hosts: Sequence[HostState],
+        filters: Sequence[HostFilter],
+        spec: RequestSpec,
+        blame: dict[str, list[Any]],
+    ) -> list[HostState]:
+        """Hosts passing every filter, in order; rejections only counted, one reason kept each."""
+        survivors = list(hosts)
+        for flt in filters:
+            kept: list[HostState] = []
+            for host in survivors:
+                verdict = flt.host_passes(host, spec)
+                if verdict.passed:
+                    kept.append(host)
+                else:
+                    entry = blame.get(flt.name)
+                    if entry is None:
+                        blame[flt.name] = [1, host.name, verdict.reason]
+                    else:
+                        entry[0] += 1
+            survivors = kept
+            if not survivors:
+                break
+        return survivors
+
+    def _weigh_top(
+        self,
+        hosts: Sequence[HostState],
+        spec: RequestSpec,
+        weighers: Sequence[tuple[HostWeigher, float]],
+        keep: int,
+    ) -> list[WeighedHost]:
+        """The ``keep`` best hosts, scored exactly as :meth:`weigh_hosts` scores them."""
+        totals = [0.0] * len(hosts)
+        columns: list[tuple[str, list[float]]] = []
+        for weigher, multiplier in weighers:
+            weighted = [v * multiplier for v in normalize([weigher.weigh(h, spec) for h in hosts])]
+            for i, w in enumerate(weighted):
+                totals[i] += w
+            columns.append((weigher.name, weighted))
+        best = heapq.nsmallest(keep, range(len(hosts)), key=lambda i: (-totals[i], hosts[i].name))
+        return [
+            WeighedHost(hosts[i].name, totals[i], {name: col[i] for name, col in columns})
+            for i in best
+        ]
+
     def select(
         self,
         hosts: Sequence[HostState],
@@ -117,26 +166,35 @@ class FilterScheduler:
 
         All or nothing, unless ``min_count``: then as many as fit if that is at least
         ``min_count``. Raises :class:`NoValidHost` naming how many hosts each filter removed.
+        Filters and weighers that cannot act on ``spec`` are skipped (they would pass every
+        host or score every host the same); placements are those of the full pipeline.
         """
         wanted = spec.num_instances if count is None else count
         by_name = {h.name: h for h in hosts}
-        once = {f.name for f in self.filters if f.run_filter_once_per_request}
-        candidates = list(hosts)
+        filters = [f for f in self.filters if f.applies(spec)]
+        per_pick = [f for f in filters if not f.run_filter_once_per_request]
+        weighers = [(w, m) for w, m in self.weighers if w.applies(spec)]
+        keep = max(self.host_subset_size, self.max_alternates + 1)
+        candidates: Sequence[HostState] = hosts
         selections: list[Selection] = []
         for index in range(wanted):
-            survivors, rejections = self.filter_hosts(candidates, spec, first=index == 0)
+            blame: dict[str, list[Any]] = {}
             if index == 0:
-                # Once-per-request verdicts hold for every instance: drop those hosts for good.
-                gone = {r.host for r in rejections if r.filter in once}
-                candidates = [h for h in hosts if h.name not in gone]
+                survivors = self._filter_pass(hosts, filters, spec, blame)
+                # Once-per-request verdicts hold for every instance: keep only their survivors.
+                once = [f for f in filters if f.run_filter_once_per_request]
+                candidates = self._filter_pass(hosts, once, spec, {}) if per_pick else survivors
+            else:
+                survivors = self._filter_pass(candidates, per_pick, spec, blame)
             if not survivors:
                 if min_count is not None and index >= min_count:
                     return selections
+                _, rejections = self.filter_hosts(candidates if index else hosts, spec)
                 raise NoValidHost(
                     reason=describe_rejections(len(hosts), rejections, index, wanted),
                     rejections=[(r.host, r.filter, r.reason) for r in rejections],
                 )
-            weighed = self.weigh_hosts(survivors, spec)
+            weighed = self._weigh_top(survivors, spec, weighers, keep)
             subset = weighed[: self.host_subset_size]
             chosen = subset[0] if len(subset) == 1 else self.rng.choice(subset)
             host = by_name[chosen.host]
@@ -147,7 +205,7 @@ class FilterScheduler:
             alternates = tuple(w.host for w in weighed if w.host != chosen.host)[
                 : self.max_alternates
             ]
-            selections.append(Selection(host, alternates, tuple(weighed), tuple(rejections)))
+            selections.append(Selection(host, alternates, tuple(weighed), ()))
         return selections
 
 

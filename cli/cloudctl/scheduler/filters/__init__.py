@@ -27,6 +27,10 @@ class HostFilter(ABC):
     #: Filters whose answer cannot change between instances of one request run once per request.
     run_filter_once_per_request: ClassVar[bool] = False
 
+    def applies(self, spec: RequestSpec) -> bool:
+        """False when this filter passes every host for ``spec`` (the pipeline then skips it)."""
+        return True
+
     @abstractmethod
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Whether ``host`` can take one instance of ``spec``."""

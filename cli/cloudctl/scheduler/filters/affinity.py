@@ -15,6 +15,10 @@ class ServerGroupAffinityFilter(HostFilter):
 
     name = "ServerGroupAffinityFilter"
 
+    def applies(self, spec: RequestSpec) -> bool:
+        """Only when the request has something for this filter to check."""
+        return spec.group is not None and spec.group.policy == "affinity"
+
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Pass any host for an empty group, else only hosts with members."""
         group = spec.group
@@ -36,6 +40,10 @@ class ServerGroupAntiAffinityFilter(HostFilter):
     """
 
     name = "ServerGroupAntiAffinityFilter"
+
+    def applies(self, spec: RequestSpec) -> bool:
+        """Only when the request has something for this filter to check."""
+        return spec.group is not None and spec.group.policy == "anti-affinity"
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Compare the group's members on this host with the group's limit."""
@@ -59,6 +67,10 @@ class SameHostFilter(HostFilter):
     name = "SameHostFilter"
     run_filter_once_per_request = True
 
+    def applies(self, spec: RequestSpec) -> bool:
+        """Only when the request has something for this filter to check."""
+        return bool(spec.same_host)
+
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Pass every host without the hint, else only the listed hosts."""
         if not spec.same_host or host.name in spec.same_host:
@@ -72,6 +84,10 @@ class DifferentHostFilter(HostFilter):
 
     name = "DifferentHostFilter"
     run_filter_once_per_request = True
+
+    def applies(self, spec: RequestSpec) -> bool:
+        """Only when the request has something for this filter to check."""
+        return bool(spec.different_host)
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Reject the listed hosts."""

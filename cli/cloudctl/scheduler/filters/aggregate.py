@@ -45,6 +45,10 @@ class AggregateInstanceExtraSpecsFilter(HostFilter):
     name = "AggregateInstanceExtraSpecsFilter"
     run_filter_once_per_request = True
 
+    def applies(self, spec: RequestSpec) -> bool:
+        """Only when the request has something for this filter to check."""
+        return any(":" not in k or k.partition(":")[0] == SCOPE for k in spec.flavor_extra_specs)
+
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Check every label-scoped extra spec against the host's labels."""
         for key, requirement in spec.flavor_extra_specs.items():

@@ -61,6 +61,13 @@ class ComputeCapabilitiesFilter(HostFilter):
     name = "ComputeCapabilitiesFilter"
     run_filter_once_per_request = True
 
+    def applies(self, spec: RequestSpec) -> bool:
+        """Only when the request has something for this filter to check."""
+        return any(
+            (k.partition(":")[0] == SCOPE) if ":" in k else (k in CAPABILITIES or k == FEATURES)
+            for k in spec.flavor_extra_specs
+        )
+
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Check every capability extra spec against the host."""
         for key, requirement in spec.flavor_extra_specs.items():

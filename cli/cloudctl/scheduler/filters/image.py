@@ -114,6 +114,10 @@ class ImagePropertiesFilter(HostFilter):
     def __init__(self, *, image_properties_default_architecture: str | None = None) -> None:
         self.default_architecture = image_properties_default_architecture
 
+    def applies(self, spec: RequestSpec) -> bool:
+        """Only when the request has something for this filter to check."""
+        return bool(spec.image_properties) or bool(self.default_architecture)
+
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Check architecture, hypervisor type, vm mode, version and virt type in turn."""
         props = spec.image_properties

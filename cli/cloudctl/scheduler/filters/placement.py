@@ -12,6 +12,10 @@ class AvailabilityZoneFilter(HostFilter):
     name = "AvailabilityZoneFilter"
     run_filter_once_per_request = True
 
+    def applies(self, spec: RequestSpec) -> bool:
+        """Only when the request has something for this filter to check."""
+        return spec.availability_zone is not None
+
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Compare the host's AZ with the requested one."""
         if spec.availability_zone is None or spec.availability_zone == host.availability_zone:
@@ -27,6 +31,10 @@ class ForcedHostFilter(HostFilter):
     name = "ForcedHostFilter"
     run_filter_once_per_request = True
 
+    def applies(self, spec: RequestSpec) -> bool:
+        """Only when the request has something for this filter to check."""
+        return spec.force_host is not None
+
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Compare the host's name with the forced one."""
         if spec.force_host is None or spec.force_host == host.name:
@@ -39,6 +47,10 @@ class IgnoreHostsFilter(HostFilter):
 
     name = "IgnoreHostsFilter"
     run_filter_once_per_request = True
+
+    def applies(self, spec: RequestSpec) -> bool:
+        """Only when the request has something for this filter to check."""
+        return bool(spec.ignore_hosts)
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Reject hosts listed in ``spec.ignore_hosts``."""

@@ -14,6 +14,10 @@ class HostWeigher(ABC):
     name: ClassVar[str]
     default_multiplier: ClassVar[float] = 1.0
 
+    def applies(self, spec: RequestSpec) -> bool:
+        """False when every host scores the same for ``spec`` (it would normalise to 0)."""
+        return True
+
     @abstractmethod
     def weigh(self, host: HostState, spec: RequestSpec) -> float:
         """A raw score for ``host``."""

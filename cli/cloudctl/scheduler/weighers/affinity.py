@@ -18,6 +18,10 @@ class ServerGroupSoftAffinityWeigher(HostWeigher):
 
     name = "ServerGroupSoftAffinityWeigher"
 
+    def applies(self, spec: RequestSpec) -> bool:
+        """Only for a group with this policy; otherwise every host scores the same."""
+        return spec.group is not None and spec.group.policy == "soft-affinity"
+
     def weigh(self, host: HostState, spec: RequestSpec) -> float:
         """The group's members on the host (0 for other policies)."""
         return _members(host, spec, "soft-affinity")
@@ -27,6 +31,10 @@ class ServerGroupSoftAntiAffinityWeigher(HostWeigher):
     """``soft-anti-affinity``: prefer hosts with fewer members of the group (Nova's 1.0)."""
 
     name = "ServerGroupSoftAntiAffinityWeigher"
+
+    def applies(self, spec: RequestSpec) -> bool:
+        """Only for a group with this policy; otherwise every host scores the same."""
+        return spec.group is not None and spec.group.policy == "soft-anti-affinity"
 
     def weigh(self, host: HostState, spec: RequestSpec) -> float:
         """Minus the group's members on the host (0 for other policies)."""
