@@ -72,3 +72,21 @@ def tiny_domain_xml(
     os_el = ET.SubElement(root, "os")
     ET.SubElement(os_el, "type", arch="x86_64").text = "hvm"
     return ET.tostring(root, encoding="unicode")
+
+
+def guest_task(
+    module: str,
+    instances_path: Path,
+    guests: list[dict[str, Any]],
+    state: str = "present",
+    check: bool = False,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A playbook task calling a guest-list module on ``instances_path`` (check mode if asked)."""
+    task: dict[str, Any] = {
+        module: {"instances_path": str(instances_path), "state": state, "guests": guests}
+    }
+    if check:
+        task["check_mode"] = True
+    task.update(extra)
+    return task

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.library.helpers import PlayRunner
+from tests.library.helpers import PlayRunner, guest_task
 
 ISOINFO = shutil.which("isoinfo") or "/usr/bin/isoinfo"
 GENISOIMAGE = shutil.which("genisoimage") or "/usr/bin/genisoimage"
@@ -134,17 +134,7 @@ def _task(
     check: bool = False,
     **extra: Any,
 ) -> dict[str, Any]:
-    task: dict[str, Any] = {
-        "cloudctl_config_drive": {
-            "instances_path": str(instances_path),
-            "state": state,
-            "guests": guests,
-        }
-    }
-    if check:
-        task["check_mode"] = True
-    task.update(extra)
-    return task
+    return guest_task("cloudctl_config_drive", instances_path, guests, state, check, **extra)
 
 
 @pytest.mark.integration

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.library.helpers import PlayRunner
+from tests.library.helpers import PlayRunner, guest_task
 
 GiB = 1024**3
 MiB = 1024**2
@@ -216,17 +216,7 @@ def _task(
     check: bool = False,
     **extra: Any,
 ) -> dict[str, Any]:
-    task: dict[str, Any] = {
-        "cloudctl_instance_disks": {
-            "instances_path": str(instances_path),
-            "state": state,
-            "guests": guests,
-        }
-    }
-    if check:
-        task["check_mode"] = True
-    task.update(extra)
-    return task
+    return guest_task("cloudctl_instance_disks", instances_path, guests, state, check, **extra)
 
 
 @pytest.mark.integration
