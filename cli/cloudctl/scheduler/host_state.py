@@ -41,6 +41,35 @@ class RequestSpec:
     different_host: frozenset[str] = frozenset()
 
 
+ClassKey = tuple[object, ...]
+
+
+def class_key(spec: RequestSpec) -> ClassKey:
+    """What decides which plugins apply and what static filters pass: all but group state.
+
+    The group's policy is part of the class (it decides which group filters and weighers
+    apply); its members are read afresh for every pick.
+    """
+    return (
+        spec.group.policy if spec.group is not None else None,
+        spec.vcpus,
+        spec.memory_mb,
+        spec.disk_gb,
+        spec.availability_zone,
+        spec.force_host,
+        spec.flavor_name,
+        tuple(sorted(spec.flavor_extra_specs.items())),
+        tuple(sorted(spec.image_properties.items())),
+        spec.ignore_hosts,
+        spec.same_host,
+        spec.different_host,
+    )
+
+
+#: RequestSpec fields :func:`class_key` leaves out or keeps only in part (a test keeps this honest).
+CLASS_KEY_EXCLUDES = frozenset({"group", "num_instances"})
+
+
 @dataclass
 class HostState:
     """A host's capacity and usage as the ledger sees it; mutated by :meth:`consume`."""

@@ -14,10 +14,19 @@ class ServerGroupAffinityFilter(HostFilter):
     """
 
     name = "ServerGroupAffinityFilter"
+    session_kind = "group"
 
     def applies(self, spec: RequestSpec) -> bool:
         """Only when the request has something for this filter to check."""
         return spec.group is not None and spec.group.policy == "affinity"
+
+    def group_hosts(self, spec: RequestSpec) -> tuple[frozenset[str] | None, frozenset[str]]:
+        """Only the hosts holding members may pass, once there are any."""
+        group = spec.group
+        if group is None or group.policy != "affinity":
+            return None, frozenset()
+        occupied = frozenset(h for h, n in group.members_per_host.items() if n > 0)
+        return (occupied or None), frozenset()
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Pass any host for an empty group, else only hosts with members."""
@@ -40,10 +49,19 @@ class ServerGroupAntiAffinityFilter(HostFilter):
     """
 
     name = "ServerGroupAntiAffinityFilter"
+    session_kind = "group"
 
     def applies(self, spec: RequestSpec) -> bool:
         """Only when the request has something for this filter to check."""
         return spec.group is not None and spec.group.policy == "anti-affinity"
+
+    def group_hosts(self, spec: RequestSpec) -> tuple[frozenset[str] | None, frozenset[str]]:
+        """The hosts already holding ``max_server_per_host`` members fail; the others pass."""
+        group = spec.group
+        if group is None or group.policy != "anti-affinity":
+            return None, frozenset()
+        limit = group.max_server_per_host or 1
+        return None, frozenset(h for h, n in group.members_per_host.items() if n >= limit)
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Compare the group's members on this host with the group's limit."""
@@ -65,6 +83,12 @@ class SameHostFilter(HostFilter):
     """Scheduler hint ``same_host``: only the hosts of the named instances pass."""
 
     name = "SameHostFilter"
+    session_kind = "static"
+
+    def static_key(self, spec: RequestSpec) -> object:
+        """Only the hint's hosts."""
+        return spec.same_host
+
     run_filter_once_per_request = True
 
     def applies(self, spec: RequestSpec) -> bool:
@@ -83,6 +107,12 @@ class DifferentHostFilter(HostFilter):
     """Scheduler hint ``different_host``: the hosts of the named instances are rejected."""
 
     name = "DifferentHostFilter"
+    session_kind = "static"
+
+    def static_key(self, spec: RequestSpec) -> object:
+        """Only the hint's hosts."""
+        return spec.different_host
+
     run_filter_once_per_request = True
 
     def applies(self, spec: RequestSpec) -> bool:

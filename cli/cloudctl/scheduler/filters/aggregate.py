@@ -43,6 +43,7 @@ class AggregateInstanceExtraSpecsFilter(HostFilter):
     """
 
     name = "AggregateInstanceExtraSpecsFilter"
+    session_kind = "static"
     run_filter_once_per_request = True
 
     def applies(self, spec: RequestSpec) -> bool:

@@ -59,6 +59,7 @@ class ComputeCapabilitiesFilter(HostFilter):
     """
 
     name = "ComputeCapabilitiesFilter"
+    session_kind = "static"
     run_filter_once_per_request = True
 
     def applies(self, spec: RequestSpec) -> bool:

@@ -10,6 +10,12 @@ class ComputeFilter(HostFilter):
     """Pass hosts that are enabled and up (heartbeat within service_down_time)."""
 
     name = "ComputeFilter"
+    session_kind = "static"
+
+    def static_key(self, spec: RequestSpec) -> object:
+        """The verdict reads nothing of the request."""
+        return None
+
     run_filter_once_per_request = True
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:

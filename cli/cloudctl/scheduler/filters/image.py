@@ -109,6 +109,7 @@ class ImagePropertiesFilter(HostFilter):
     """
 
     name = "ImagePropertiesFilter"
+    session_kind = "static"
     run_filter_once_per_request = True
 
     def __init__(self, *, image_properties_default_architecture: str | None = None) -> None:

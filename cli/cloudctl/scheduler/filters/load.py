@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudctl.scheduler.filters import PASS, FilterResult, HostFilter
+from cloudctl.scheduler.filters import PASS, Bound, FilterResult, HostFilter
 from cloudctl.scheduler.host_state import HostState, RequestSpec
 
 
@@ -13,9 +13,14 @@ class NumInstancesFilter(HostFilter):
     """
 
     name = "NumInstancesFilter"
+    session_kind = "usage"
 
     def __init__(self, *, max_instances_per_host: int = 50) -> None:
         self.max_instances_per_host = max_instances_per_host
+
+    def bound(self, spec: RequestSpec) -> Bound:
+        """``num_instances < max_instances_per_host``."""
+        return ("num_instances", "lt", self.max_instances_per_host)
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Compare the host's instance count with the limit."""
@@ -36,9 +41,14 @@ class IoOpsFilter(HostFilter):
     """
 
     name = "IoOpsFilter"
+    session_kind = "usage"
 
     def __init__(self, *, max_io_ops_per_host: int = 8) -> None:
         self.max_io_ops_per_host = max_io_ops_per_host
+
+    def bound(self, spec: RequestSpec) -> Bound:
+        """``num_io_ops < max_io_ops_per_host``."""
+        return ("num_io_ops", "lt", self.max_io_ops_per_host)
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Compare the host's concurrent builds with the limit."""

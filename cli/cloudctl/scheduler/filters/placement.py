@@ -10,6 +10,12 @@ class AvailabilityZoneFilter(HostFilter):
     """Pass hosts in the requested availability zone (any host when none is requested)."""
 
     name = "AvailabilityZoneFilter"
+    session_kind = "static"
+
+    def static_key(self, spec: RequestSpec) -> object:
+        """Only the requested zone."""
+        return spec.availability_zone
+
     run_filter_once_per_request = True
 
     def applies(self, spec: RequestSpec) -> bool:
@@ -29,6 +35,12 @@ class ForcedHostFilter(HostFilter):
     """With ``--az AZ:HOST`` only that host passes (still capacity-checked by the others)."""
 
     name = "ForcedHostFilter"
+    session_kind = "static"
+
+    def static_key(self, spec: RequestSpec) -> object:
+        """Only the forced host."""
+        return spec.force_host
+
     run_filter_once_per_request = True
 
     def applies(self, spec: RequestSpec) -> bool:
@@ -46,6 +58,12 @@ class IgnoreHostsFilter(HostFilter):
     """Skip hosts a reschedule must avoid (earlier failed attempts)."""
 
     name = "IgnoreHostsFilter"
+    session_kind = "static"
+
+    def static_key(self, spec: RequestSpec) -> object:
+        """Only the hosts to skip."""
+        return spec.ignore_hosts
+
     run_filter_once_per_request = True
 
     def applies(self, spec: RequestSpec) -> bool:

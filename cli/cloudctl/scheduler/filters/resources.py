@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudctl.scheduler.filters import PASS, FilterResult, HostFilter
+from cloudctl.scheduler.filters import PASS, Bound, FilterResult, HostFilter
 from cloudctl.scheduler.host_state import HostState, RequestSpec
 
 
@@ -10,6 +10,11 @@ class RamFilter(HostFilter):
     """Pass hosts with enough RAM left after ``ram_allocation_ratio`` and reserved memory."""
 
     name = "RamFilter"
+    session_kind = "usage"
+
+    def bound(self, spec: RequestSpec) -> Bound:
+        """``free_ram_mb >= memory_mb``, as :meth:`host_passes` compares."""
+        return ("free_ram_mb", "ge", spec.memory_mb)
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Compare requested MiB with the free MiB."""
@@ -27,6 +32,11 @@ class CoreFilter(HostFilter):
     """Pass hosts with enough vCPUs left after ``cpu_allocation_ratio`` and reserved CPUs."""
 
     name = "CoreFilter"
+    session_kind = "usage"
+
+    def bound(self, spec: RequestSpec) -> Bound:
+        """``free_vcpus >= vcpus``, as :meth:`host_passes` compares."""
+        return ("free_vcpus", "ge", spec.vcpus)
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Compare requested vCPUs with the free vCPUs."""
@@ -44,6 +54,11 @@ class DiskFilter(HostFilter):
     """Pass hosts with enough disk left after ``disk_allocation_ratio`` and reserved disk."""
 
     name = "DiskFilter"
+    session_kind = "usage"
+
+    def bound(self, spec: RequestSpec) -> Bound:
+        """``free_disk_gb >= disk_gb``, as :meth:`host_passes` compares."""
+        return ("free_disk_gb", "ge", spec.disk_gb)
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> FilterResult:
         """Compare requested GiB with the free GiB."""

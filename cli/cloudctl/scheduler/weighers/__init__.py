@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from cloudctl.scheduler.host_state import HostState, RequestSpec
 
@@ -13,6 +13,9 @@ class HostWeigher(ABC):
 
     name: ClassVar[str]
     default_multiplier: ClassVar[float] = 1.0
+    #: ``host``: the raw score reads only the host (not the request), so a placement session
+    #: can keep it per host and refresh it when the host changes; ``opaque``: anything else.
+    session_kind: ClassVar[Literal["host", "opaque"]] = "opaque"
 
     def applies(self, spec: RequestSpec) -> bool:
         """False when every host scores the same for ``spec`` (it would normalise to 0)."""

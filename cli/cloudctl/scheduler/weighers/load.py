@@ -18,6 +18,7 @@ class NumInstancesWeigher(HostWeigher):
     """
 
     name = "NumInstancesWeigher"
+    session_kind = "host"
 
     def weigh(self, host: HostState, spec: RequestSpec) -> float:
         """Minus the number of instances on the host."""
@@ -28,6 +29,7 @@ class IoOpsWeigher(HostWeigher):
     """Prefer hosts with fewer builds in flight (Nova's io_ops_weight_multiplier -1.0 on +count)."""
 
     name = "IoOpsWeigher"
+    session_kind = "host"
 
     def weigh(self, host: HostState, spec: RequestSpec) -> float:
         """Minus the number of concurrent builds on the host."""
@@ -42,6 +44,7 @@ class BuildFailureWeigher(HostWeigher):
     """
 
     name = "BuildFailureWeigher"
+    session_kind = "host"
     default_multiplier = 1_000_000.0
 
     def weigh(self, host: HostState, spec: RequestSpec) -> float:

@@ -10,6 +10,7 @@ class RAMWeigher(HostWeigher):
     """Prefer hosts with more free RAM (Nova's default weigher; ram_weight_multiplier 1.0)."""
 
     name = "RAMWeigher"
+    session_kind = "host"
 
     def weigh(self, host: HostState, spec: RequestSpec) -> float:
         """Free RAM in MiB."""
@@ -20,6 +21,7 @@ class CPUWeigher(HostWeigher):
     """Prefer hosts with more free vCPUs (Nova's cpu_weight_multiplier 1.0)."""
 
     name = "CPUWeigher"
+    session_kind = "host"
 
     def weigh(self, host: HostState, spec: RequestSpec) -> float:
         """Free vCPUs after the allocation ratio."""
@@ -30,6 +32,7 @@ class DiskWeigher(HostWeigher):
     """Prefer hosts with more free disk (Nova's disk_weight_multiplier 1.0)."""
 
     name = "DiskWeigher"
+    session_kind = "host"
 
     def weigh(self, host: HostState, spec: RequestSpec) -> float:
         """Free disk in GiB after the allocation ratio."""
