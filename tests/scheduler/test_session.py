@@ -15,6 +15,7 @@ from benchmarks import placement
 
 from cloudctl.errors import NoValidHost
 from cloudctl.scheduler import _kernel
+from cloudctl.scheduler import session as session_module
 from cloudctl.scheduler.filters import FilterResult, HostFilter
 from cloudctl.scheduler.host_state import (
     CLASS_KEY_EXCLUDES,
@@ -161,17 +162,29 @@ SCENARIOS: dict[str, tuple[list[tuple[RequestSpec, dict[str, Any]]], dict[str, A
 }
 
 
+@pytest.fixture(params=["scan", "incremental"])
+def kernel_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both kernels: the plain scan, and the incremental one (big classes) on every class."""
+    mode: str = request.param
+    if mode == "incremental":
+        monkeypatch.setattr(session_module, "INCREMENTAL_FROM", 0)
+    return mode
+
+
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_session_decides_as_the_pipeline(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_session_decides_as_the_pipeline(
+    name: str, kernel_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     requests, kw = SCENARIOS[name]
-    scans: list[int] = []
-    compiled = _kernel.scan
+    scans: list[str] = []
+    for name_ in ("scan", "place"):
+        compiled = getattr(_kernel, name_)
 
-    def counting(*args: Any) -> int:
-        scans.append(1)
-        return compiled(*args)
+        def counting(*args: Any, _fn: Any = compiled, _name: str = name_) -> int:
+            scans.append(_name)
+            return int(_fn(*args))
 
-    monkeypatch.setattr(_kernel, "scan", counting)
+        monkeypatch.setattr(_kernel, name_, counting)
     ref, ours, ref_hosts, ses_hosts = both(cluster(), requests, default_scheduler(**kw))
     # Only soft policies (an opaque weigher) leave the compiled path.
     assert bool(scans) == ("opaque" not in name)
@@ -206,7 +219,7 @@ def test_an_opaque_filter_takes_the_pipeline() -> None:
     assert all(isinstance(o, list) and int(o[0][0][-1]) % 2 for o in ours)
 
 
-def test_host_changed_is_seen_by_the_next_pick() -> None:
+def test_host_changed_is_seen_by_the_next_pick(kernel_mode: str) -> None:
     hosts = [host("a", memory_mb_total=8192), host("b", memory_mb_total=8192)]
     session = PlacementSession(default_scheduler()(), hosts)
     [first] = session.select(spec(), 1)
@@ -224,7 +237,7 @@ def test_host_changed_is_seen_by_the_next_pick() -> None:
     assert session.select(spec(), 1)[0].host.name == "b"
 
 
-def test_the_benchmark_stream_is_placed_identically() -> None:
+def test_the_benchmark_stream_is_placed_identically(kernel_mode: str) -> None:
     """Hundreds of hosts, builds finishing, groups and AZs: the same hosts, request by request."""
     workload = placement.make_workload(50, 2000, seed=11)
     ref = placement.time_reference(workload, 2000).placements
@@ -274,3 +287,19 @@ def test_compiled_scan_matches_plain_python() -> None:
         results.append((passed, out.tolist(), out_idx.tolist()))
     assert results[0] == results[1]
     assert results[0][0] > 0
+
+
+def test_a_full_change_log_rebuilds_the_classes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The incremental kernel replays a bounded log; when it fills, classes start afresh."""
+    monkeypatch.setattr(session_module, "INCREMENTAL_FROM", 0)
+    workload = placement.make_workload(40, 1500, seed=4)
+    hosts, requests = workload.fresh()
+    ref_hosts, ref_requests = workload.fresh()
+    scheduler = FilterScheduler(placement.make_filters(), placement.make_weighers())
+    session = PlacementSession(scheduler, hosts)
+    session._log = session._log[:64]  # wraps every few dozen picks
+    ours, ref = [], []
+    for spec, ref_spec in zip(requests, ref_requests, strict=True):
+        ours.append(outcome(lambda spec=spec: session.select(spec, 1)))
+        ref.append(outcome(lambda s=ref_spec: scheduler.select(ref_hosts, s, 1)))
+    assert ours == ref

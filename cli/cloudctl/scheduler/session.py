@@ -45,6 +45,15 @@ class _RequestClass:
     #: The kernel's ``plan`` and ``limits`` (see :mod:`cloudctl.scheduler._kernel`).
     plan: np.ndarray
     limits: np.ndarray
+    #: Incremental state for :func:`cloudctl.scheduler._kernel.place_py`.
+    state: np.ndarray
+    snap: np.ndarray
+    floats: np.ndarray
+    ints: np.ndarray
+
+
+#: Request classes with at least this many candidate hosts use the incremental kernel.
+INCREMENTAL_FROM = 3000
 
 
 class PlacementSession:
@@ -71,6 +80,10 @@ class PlacementSession:
         n_w = len(scheduler.weighers)
         self._out = np.zeros(3 * n_w + self._keep * (n_w + 2), dtype=np.float64)
         self._out_idx = np.zeros(self._keep, dtype=np.int64)
+        #: Hosts changed, in order (the classes replay it); a host's last position in it.
+        self._log = np.zeros(max(4096, 4 * n), dtype=np.int64)
+        self._log_len = 0
+        self._stamp = np.full(n, -1, dtype=np.int64)
         for i in range(n):
             self._refresh(i)
 
@@ -89,6 +102,15 @@ class PlacementSession:
         host = self._ordered[i]
         self._raw[i] = [w.weigh(host, _PROBE) for w in self._weighers]
         self._cols[i] = [getattr(host, name) for name in self._columns]
+        if self._log_len == len(self._log):
+            # The log is full: every class rebuilds its state from the columns once.
+            self._log_len = 0
+            self._stamp.fill(-1)
+            for rc in self._classes.values():
+                rc.ints[_kernel.I_READY] = 0
+        self._log[self._log_len] = i
+        self._stamp[i] = self._log_len
+        self._log_len += 1
 
     def host_changed(self, name: str, *, facts: bool = False) -> None:
         """Tell the session a host's usage changed outside it (e.g. a build finished).
@@ -145,6 +167,10 @@ class PlacementSession:
                 [*(m for _, m in weighers), *(v for _, v in ge), *(v for _, v in lt)],
                 dtype=np.float64,
             ),
+            state=np.full(len(self._ordered), -1, dtype=np.int8),
+            snap=np.zeros((len(self._ordered), len(weighers)), dtype=np.float64),
+            floats=_kernel.class_floats(len(weighers)),
+            ints=_kernel.class_ints(len(weighers)),
         )
         self._classes[key] = made
         return made
@@ -198,18 +224,15 @@ class PlacementSession:
         wanted = spec.num_instances if count is None else count
         scheduler = self.scheduler
         subset_size = scheduler.host_subset_size
-        out, out_idx = self._out, self._out_idx
         selections: list[Selection] = []
+        # Keeping a ranking up to date pays off on big classes; a plain scan is quicker below.
+        incremental = self._keep <= _kernel.CACHE and rc.plan[3] >= INCREMENTAL_FROM
         for index in range(wanted):
-            passed = _kernel.scan(
-                self._raw,
-                self._cols,
-                self._group_mask(rc, spec),
-                rc.plan,
-                rc.limits,
-                out,
-                out_idx,
-            )
+            extra = self._group_mask(rc, spec)
+            if incremental and extra is self._all:
+                passed = self._place(rc)
+            else:
+                passed = self._scan(rc, extra)
             if not passed:
                 if min_count is not None and index >= min_count:
                     return selections
@@ -228,6 +251,28 @@ class PlacementSession:
             ]
             selections.append(Selection(host, alternates, tuple(weighed), ()))
         return selections
+
+    def _scan(self, rc: _RequestClass, extra: np.ndarray) -> int:
+        return _kernel.scan(
+            self._raw, self._cols, extra, rc.plan, rc.limits, self._out, self._out_idx
+        )
+
+    def _place(self, rc: _RequestClass) -> int:
+        return _kernel.place(
+            self._raw,
+            self._cols,
+            rc.plan,
+            rc.limits,
+            self._log,
+            self._log_len,
+            self._stamp,
+            rc.state,
+            rc.snap,
+            rc.floats,
+            rc.ints,
+            self._out,
+            self._out_idx,
+        )
 
     def _weighed(self, rc: _RequestClass) -> list[WeighedHost]:
         """The kernel's best hosts with their totals and per-weigher weights."""
@@ -266,6 +311,9 @@ def warm_up() -> float:
     """Compile the kernel now (it compiles on first use otherwise); returns the seconds taken."""
     start = time.perf_counter()
     one = RequestSpec(vcpus=1, memory_mb=1, disk_gb=1)
-    host = HostState("warm-up", "", "az", True, True, 1, 1, 1)
-    PlacementSession(FilterScheduler([], []), [host]).select(one, 1)
+    hosts = [HostState(f"warm-up-{i}", "", "az", True, True, 1, 1, 1) for i in range(2)]
+    session = PlacementSession(FilterScheduler([], []), hosts)
+    rc = session._request_class(one)
+    session._scan(rc, session._all)
+    session._place(rc)
     return time.perf_counter() - start
