@@ -84,6 +84,7 @@ class PlacementSession:
         self._log = np.zeros(max(4096, 4 * n), dtype=np.int64)
         self._log_len = 0
         self._stamp = np.full(n, -1, dtype=np.int64)
+        self._logging = False
         for i in range(n):
             self._refresh(i)
 
@@ -102,6 +103,8 @@ class PlacementSession:
         host = self._ordered[i]
         self._raw[i] = [w.weigh(host, _PROBE) for w in self._weighers]
         self._cols[i] = [getattr(host, name) for name in self._columns]
+        if not self._logging:
+            return  # no incremental class yet; one made later starts from the columns
         if self._log_len == len(self._log):
             # The log is full: every class rebuilds its state from the columns once.
             self._log_len = 0
@@ -258,6 +261,7 @@ class PlacementSession:
         )
 
     def _place(self, rc: _RequestClass) -> int:
+        self._logging = True
         return _kernel.place(
             self._raw,
             self._cols,
