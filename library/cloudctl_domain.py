@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Ansible module: define and power-manage many libvirt domains on one host (cloudctl)."""
+"""Ansible module: define, power-manage and save many libvirt domains on one host (cloudctl)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from ansible.module_utils.cloudctl_libvirt import (
 DOCUMENTATION = r"""
 ---
 module: cloudctl_domain
-short_description: Define, start, stop, pause and undefine many libvirt domains
+short_description: Define, start, stop, pause, save and undefine many libvirt domains
 description:
   - One call converges a list of domains on one host.
   - The persistent definition is compared with the desired XML through a sha256 of the
@@ -80,12 +80,17 @@ options:
           - C(present) defined (persistent) with this XML, power state untouched.
           - C(running) defined and started (a paused domain is resumed).
           - C(shutdown) graceful ACPI shutdown, destroyed after I(stop_timeout) (C(forced)).
-          - C(destroyed) hard power off, stays defined.
-          - C(paused) started if needed, then suspended.
+          - C(destroyed) hard power off, stays defined; a managed-save image is discarded
+            too, so the next start is a cold boot.
+          - C(paused) started if needed, then its vCPUs suspended (C(virsh suspend)).
+          - C(saved) memory saved to the managed-save image and the domain stopped
+            (C(virsh managedsave)); a stopped domain that has such an image is no change, one
+            without is an error. C(running) (or C(paused)) restores it from that image.
           - C(absent) destroyed if active, then undefined; a missing domain is no change.
+          - A C(shutdown) domain with a managed-save image stays so (it is not running).
           - Redefining an active domain changes its next boot only (C(restart_required)).
         type: str
-        choices: [present, running, shutdown, destroyed, paused, absent]
+        choices: [present, running, shutdown, destroyed, paused, saved, absent]
         default: running
       undefine_flags:
         description: Flags for virDomainUndefineFlags with I(state=absent).
@@ -108,6 +113,13 @@ EXAMPLES = r"""
       - name: instance-0002
         xml: "{{ lookup('file', 'instance-0002.xml') }}"
         state: paused
+
+- name: Save one guest's memory to disk and stop it; restore another from its save
+  cloudctl_domain:
+    libvirt_uri: qemu:///system
+    guests:
+      - {name: instance-0001, state: saved}
+      - {name: instance-0002, xml: "{{ lookup('file', 'instance-0002.xml') }}", state: running}
 
 - name: Stop gracefully, at most 30 s for the whole batch
   cloudctl_domain:
@@ -147,6 +159,12 @@ results:
     restart_required:
       description: Only when true - the definition changed while the domain was active.
       type: bool
+    managed_save:
+      description: Only when true - the domain has a managed-save image (after the call).
+      type: bool
+    restored:
+      description: Only when true - the domain was started from its managed-save image.
+      type: bool
     failed:
       description: Only on a guest that failed.
       type: bool
@@ -160,7 +178,7 @@ failed_guests:
   elements: str
 """
 
-STATES = ("present", "running", "shutdown", "destroyed", "paused", "absent")
+STATES = ("present", "running", "shutdown", "destroyed", "paused", "saved", "absent")
 NEEDS_XML = ("present", "running")
 DEFAULT_UNDEFINE_FLAGS = ("managed_save", "snapshots_metadata", "checkpoints_metadata", "nvram")
 POLL_INTERVAL = 0.2
@@ -208,6 +226,7 @@ class GuestOutcome:
     defined: bool = False
     forced: bool | None = None
     restart_required: bool = False
+    restored: bool = False
     diff: dict[str, Any] | None = None
     domain: Any = None
     state: str | None = None  # set for check-mode predictions where no domain exists
@@ -225,6 +244,10 @@ class GuestOutcome:
             entry["forced"] = self.forced
         if self.restart_required:
             entry["restart_required"] = True
+        if self.domain is not None and _has_managed_save(self.domain):
+            entry["managed_save"] = True
+        if self.restored:
+            entry["restored"] = True
         return entry
 
 
@@ -271,6 +294,15 @@ def current_state(dom: Any) -> str:
     except libvirt.libvirtError as exc:
         if is_no_domain(exc):
             return "absent"
+        raise
+
+
+def _has_managed_save(dom: Any) -> bool:
+    try:
+        return bool(dom.hasManagedSaveImage(0))
+    except libvirt.libvirtError as exc:
+        if is_no_domain(exc):
+            return False
         raise
 
 
@@ -370,11 +402,17 @@ class DomainConverger:
             self._running(dom, outcome)
         elif spec.state == "paused":
             self._paused(dom, outcome)
+        elif spec.state == "saved":
+            self._saved(dom, outcome)
         elif spec.state == "destroyed":
             if _is_active(dom):
                 outcome.changed = True
                 if not self.check_mode:
                     dom.destroy()
+            if _has_managed_save(dom):
+                outcome.changed = True
+                if not self.check_mode:
+                    dom.managedSaveRemove(0)
         elif spec.state == "shutdown":
             outcome.forced = False
             if _is_active(dom):
@@ -407,7 +445,10 @@ class DomainConverger:
             dom.destroy()
             dom.create()
         else:
+            outcome.restored = _has_managed_save(dom)
             dom.create()
+            if outcome.restored and dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()  # it was saved while paused; running is what was asked
 
     def _paused(self, dom: Any, outcome: GuestOutcome) -> None:
         active = _is_active(dom)
@@ -425,6 +466,7 @@ class DomainConverger:
         if active:
             dom.suspend()
             return
+        outcome.restored = _has_managed_save(dom)
         try:
             dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
         except libvirt.libvirtError as exc:
@@ -432,6 +474,15 @@ class DomainConverger:
                 raise
             dom.create()  # drivers without START_PAUSED: start, then pause at once
             dom.suspend()
+
+    def _saved(self, dom: Any, outcome: GuestOutcome) -> None:
+        if not _is_active(dom):
+            if _has_managed_save(dom):
+                return
+            raise ValueError("cannot save a domain that is not running (it has no saved state)")
+        outcome.changed = True
+        if not self.check_mode:
+            dom.managedSave(0)
 
     def _absent(self, spec: GuestSpec, outcome: GuestOutcome) -> None:
         dom = outcome.domain

@@ -21,10 +21,12 @@ from cloudctl.commands import (
     image,
     keypair,
     lab,
+    migration,
     quota,
     schedule,
     server,
     server_group,
+    snapshot,
 )
 from cloudctl.commands.common import STATE
 from cloudctl.console import error
@@ -68,11 +70,28 @@ app.command("delete")(server.delete)
 app.command("start")(server.start)
 app.command("stop")(server.stop)
 app.command("reboot")(server.reboot)
+app.command("pause")(server.pause)
+app.command("unpause")(server.unpause)
+app.command("suspend")(server.suspend)
+app.command("resume")(server.resume)
+app.command("lock")(server.lock)
+app.command("unlock")(server.unlock)
+app.command("restore")(server.restore)
+app.command("rebuild")(server.rebuild)
 app.command("console")(server.console)
 app.command("_build", hidden=True)(server.build_worker)
+app.command("migrate")(server.migrate)
+app.command("resize")(server.resize)
+app.command("resize-confirm")(server.resize_confirm)
+app.command("resize-revert")(server.resize_revert)
+app.command("live-migrate")(server.live_migrate)
+app.command("evacuate")(server.evacuate)
+app.command("_live_migrate", hidden=True)(server.live_migrate_worker)
+app.add_typer(migration.app, name="migration")
 app.add_typer(host.app, name="host")
 app.add_typer(flavor.app, name="flavor")
 app.add_typer(image.app, name="image")
+app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(keypair.app, name="keypair")
 app.add_typer(action.app, name="action")
 app.add_typer(server_group.app, name="server-group")

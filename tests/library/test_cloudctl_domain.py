@@ -197,6 +197,66 @@ def test_power_transitions(mod: ModuleType, test_conn: Any) -> None:
     assert step("present")["changed"] is False
 
 
+def test_saved_restored_and_discarded(mod: ModuleType, test_conn: Any) -> None:
+    name = _name()
+    xml = _xml(name)
+
+    def step(state: str, check: bool = False) -> dict[str, Any]:
+        results, errors, _ = _converge(
+            mod, test_conn, [{"name": name, "xml": xml, "state": state}], check=check
+        )
+        assert not errors, errors
+        return results[0]
+
+    assert step("running")["state"] == "running"
+    check = step("saved", check=True)
+    assert (check["changed"], check["state"], "managed_save" in check) == (True, "running", False)
+    saved = step("saved")
+    assert (saved["changed"], saved["state"], saved["managed_save"]) == (True, "shutoff", True)
+    assert test_conn.lookupByName(name).hasManagedSaveImage(0) == 1
+    assert step("saved") == {**saved, "changed": False}  # idempotent
+    assert step("shutdown")["changed"] is False  # not running: nothing to shut down
+    assert step("running", check=True)["changed"] is True
+    resumed = step("running")
+    assert (resumed["state"], resumed["restored"], "managed_save" in resumed) == (
+        "running",
+        True,
+        False,
+    )
+    assert "restored" not in step("running")  # a second run changes nothing
+    step("saved")
+    discarded = step("destroyed")
+    assert (discarded["changed"], discarded["state"], "managed_save" in discarded) == (
+        True,
+        "shutoff",
+        False,
+    )
+    assert step("destroyed")["changed"] is False
+    assert "restored" not in step("running")  # a cold boot
+
+
+def test_saving_a_stopped_domain_without_a_save_image_fails(
+    mod: ModuleType, test_conn: Any
+) -> None:
+    name = _name()
+    guests = [{"name": name, "xml": _xml(name), "state": "present"}]
+    _converge(mod, test_conn, guests)
+    _, errors, _ = _converge(mod, test_conn, [{"name": name, "state": "saved"}])
+    assert "not running" in errors[0].reason
+    _, errors, _ = _converge(mod, test_conn, [{"name": name + "x", "state": "saved"}])
+    assert "does not exist and no xml" in errors[0].reason
+
+
+def test_absent_discards_a_save_image(mod: ModuleType, test_conn: Any) -> None:
+    name = _name()
+    _converge(mod, test_conn, [{"name": name, "xml": _xml(name)}])
+    _converge(mod, test_conn, [{"name": name, "state": "saved"}])
+    assert test_conn.lookupByName(name).hasManagedSaveImage(0) == 1
+    results, errors, _ = _converge(mod, test_conn, [{"name": name, "state": "absent"}])
+    assert not errors and results[0]["state"] == "absent"
+    assert _state(test_conn, name) == "absent"
+
+
 def test_absent(mod: ModuleType, test_conn: Any) -> None:
     name = _name()
     _converge(mod, test_conn, [{"name": name, "xml": _xml(name)}])
@@ -423,3 +483,38 @@ def test_domain_failure_names_the_guest(
     assert "guest cctest-missing-xml: xml is required" in result["msg"]
     assert result["results"][0]["changed"] is True and result["results"][0]["state"] == "shutoff"
     assert _state(libvirt_conn, ok) == "shutoff"
+
+
+@pytest.mark.integration
+def test_saved_triad_real_daemon(
+    ansible_play: PlayRunner, libvirt_conn: Any, domain_names: Callable[[], str]
+) -> None:
+    name = domain_names()
+    xml = tiny_domain_xml(name)
+    saved = [{"name": name, "state": "saved"}]
+    running = [{"name": name, "xml": xml, "state": "running"}]
+    up, check, real, again, check_again = ansible_play(
+        [
+            _task(running),
+            _task(saved, check=True),
+            _task(saved),
+            _task(saved),
+            _task(saved, check=True),
+        ]
+    )
+    assert up["results"][0]["state"] == "running"
+    assert check["changed"] is True and _state(libvirt_conn, name) == "shutoff"
+    assert check["results"][0]["state"] == "running"  # check mode reports the current state
+    assert (real["changed"], real["results"][0]["managed_save"]) == (True, True)
+    for same in (again, check_again):
+        assert same["changed"] is False and same["results"][0]["state"] == "shutoff"
+    assert libvirt_conn.lookupByName(name).hasManagedSaveImage(0) == 1
+
+    restored, restored_again, gone = ansible_play(
+        [_task(running), _task(running), _task([{"name": name, "state": "absent"}])]
+    )
+    assert restored["changed"] is True and restored["results"][0]["restored"] is True
+    assert restored["results"][0]["state"] == "running"
+    assert "managed_save" not in restored["results"][0]  # libvirt drops the image on restore
+    assert restored_again["changed"] is False
+    assert gone["changed"] is True and _state(libvirt_conn, name) == "absent"

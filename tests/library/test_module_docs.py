@@ -13,11 +13,15 @@ import yaml
 from tests.library.helpers import LIBRARY
 
 MODULES = [
+    "cloudctl_instance_files",
+    "cloudctl_migrate",
+    "cloudctl_migration_check",
     "cloudctl_host_facts",
     "cloudctl_instance_disks",
     "cloudctl_config_drive",
     "cloudctl_domain",
     "cloudctl_console",
+    "cloudctl_snapshot",
 ]
 
 

@@ -162,6 +162,8 @@ FIELDS: list[tuple[str, DomainSpec, str, str | None, str]] = [
     ("serial type", domain(), "devices/serial", "type", "file"),
     ("serial path", domain(), "devices/serial/source", "path", f"{INSTANCES}/{UUID}/console.log"),
     ("serial port", domain(), "devices/serial/target", "port", "0"),
+    # every boot and every restore from a managed save appends: the log keeps the guest's history
+    ("serial appends", domain(), "devices/serial/source", "append", "on"),
     ("console type", domain(), "devices/console", "type", "file"),
     ("console path", domain(), "devices/console/source", "path", f"{INSTANCES}/{UUID}/console.log"),
     ("console target", domain(), "devices/console/target", "type", "serial"),

@@ -1,4 +1,5 @@
-"""Instance verbs: ``boot``, ``list``, ``show``, ``delete``, ``start``, ``stop``, ``reboot``,
+"""Instance verbs: ``boot``, ``list``, ``show``, ``delete``, ``restore``, ``start``, ``stop``,
+``reboot``, ``pause``, ``unpause``, ``suspend``, ``resume``, ``lock``, ``unlock``, ``rebuild``,
 ``console``."""
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from cloudctl.console import OutputFormat, emit
 from cloudctl.domain import validation
 from cloudctl.errors import InvalidInput
 from cloudctl.services import compute
+from cloudctl.services.compute import evacuate as evacuate_service
+from cloudctl.services.compute import live_migrate as live_service
+from cloudctl.services.compute import migrate as migrate_service
 
 LIST_COLUMNS = [
     ("NAME", "name"),
@@ -89,22 +93,34 @@ def show(name: str, output: OutputOpt = OutputFormat.table) -> None:
 
 def delete(
     names: Names,
+    force: Annotated[
+        bool, typer.Option(help="Delete now, even when soft delete is on or already done.")
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Wait until deleted.")] = True,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """Delete instances: domain, disks, config drive, console log, IP and allocation."""
+    """Delete instances: domain, disks, config drive, console log, IP and allocation.
+
+    With reclaim_instance_interval set, a soft delete: powered off and kept until restore or
+    the interval ends.
+    """
     ctx = ctx_for(output)
     if not wait:
         for n in names:
             compute.show_instance(ctx, n)
-        compute.launch_worker(ctx.settings, ["delete", *names])
+        compute.launch_worker(ctx.settings, ["delete", *names, *(["--force"] if force else [])])
         emit(
             [{"name": n, "status": "DELETING"} for n in names],
             output,
             [("NAME", "name"), ("STATUS", "status")],
         )
         return
-    emit(compute.delete(ctx, names), output, LIST_COLUMNS)
+    emit(compute.delete(ctx, names, force=force), output, LIST_COLUMNS)
+
+
+def restore(names: Names, output: OutputOpt = OutputFormat.table) -> None:
+    """Bring soft-deleted instances back (powered on)."""
+    emit(compute.restore(ctx_for(output), names), output, LIST_COLUMNS)
 
 
 def start(names: Names, output: OutputOpt = OutputFormat.table) -> None:
@@ -127,6 +143,49 @@ def reboot(
     emit(compute.power(ctx_for(output), names, action), output, LIST_COLUMNS)
 
 
+def pause(names: Names, output: OutputOpt = OutputFormat.table) -> None:
+    """Pause instances: their vCPUs stop, their memory stays in the host's RAM."""
+    emit(compute.power(ctx_for(output), names, "pause"), output, LIST_COLUMNS)
+
+
+def unpause(names: Names, output: OutputOpt = OutputFormat.table) -> None:
+    """Unpause paused instances."""
+    emit(compute.power(ctx_for(output), names, "unpause"), output, LIST_COLUMNS)
+
+
+def suspend(names: Names, output: OutputOpt = OutputFormat.table) -> None:
+    """Suspend instances: memory saved to disk on the host (managed save), then stopped."""
+    emit(compute.power(ctx_for(output), names, "suspend"), output, LIST_COLUMNS)
+
+
+def resume(names: Names, output: OutputOpt = OutputFormat.table) -> None:
+    """Resume suspended instances from their saved memory."""
+    emit(compute.power(ctx_for(output), names, "resume"), output, LIST_COLUMNS)
+
+
+def lock(
+    names: Names,
+    reason: Annotated[str | None, typer.Option(help="Why (shown when refusing).")] = None,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Lock instances: every action but unlock is refused until then."""
+    emit(compute.lock(ctx_for(output), names, reason=reason), output, LIST_COLUMNS)
+
+
+def unlock(names: Names, output: OutputOpt = OutputFormat.table) -> None:
+    """Unlock instances."""
+    emit(compute.unlock(ctx_for(output), names), output, LIST_COLUMNS)
+
+
+def rebuild(
+    name: str,
+    image: Annotated[str | None, typer.Option(help="Image (default: the current one).")] = None,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Rebuild an instance from an image: new disks, same UUID, IP, flavor and host."""
+    emit(compute.rebuild(ctx_for(output), name, image=image), output)
+
+
 def console(
     name: str,
     wait_for: Annotated[str | None, typer.Option(help="Wait until this regex appears.")] = None,
@@ -147,3 +206,70 @@ def build_worker(request_id: str, uuids: list[str]) -> None:
     """Internal: finish a ``boot --no-wait`` in a detached process."""
     ctx = ctx_for(OutputFormat.json)
     compute.build_instances(ctx, uuids, request_id)
+
+
+def migrate(
+    name: str,
+    host: Annotated[str | None, typer.Option(help="Destination (still capacity-checked).")] = None,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Cold-migrate an instance; it waits in VERIFY_RESIZE for resize-confirm or -revert."""
+    emit(migrate_service.migrate(ctx_for(output), name, host=host), output)
+
+
+def resize(
+    name: str,
+    flavor: Annotated[str, typer.Option(help="The new flavor.")],
+    host: Annotated[str | None, typer.Option(help="Destination (still capacity-checked).")] = None,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Resize an instance to another flavor; it waits in VERIFY_RESIZE."""
+    emit(migrate_service.resize(ctx_for(output), name, flavor, host=host), output)
+
+
+def resize_confirm(name: str, output: OutputOpt = OutputFormat.table) -> None:
+    """Keep a resize or cold migration: the source's files and allocation are freed."""
+    emit(migrate_service.confirm_resize(ctx_for(output), name), output)
+
+
+def resize_revert(name: str, output: OutputOpt = OutputFormat.table) -> None:
+    """Undo a resize or cold migration: back to the old host and flavor."""
+    emit(migrate_service.revert_resize(ctx_for(output), name), output)
+
+
+def live_migrate(
+    name: str,
+    host: Annotated[str | None, typer.Option(help="Destination (still capacity-checked).")] = None,
+    block_migrate: Annotated[
+        str, typer.Option(help="auto (when storage is not shared), yes or no.")
+    ] = "auto",
+    wait: Annotated[bool, typer.Option(help="Wait until it completes (or rolls back).")] = True,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Live-migrate a running instance (progress in `migration show`)."""
+    view = live_service.live_migrate(
+        ctx_for(output), name, host=host, block_migrate=block_migrate, wait=wait
+    )
+    emit(view, output)
+
+
+def evacuate(
+    name: str,
+    host: Annotated[str | None, typer.Option(help="Destination (still capacity-checked).")] = None,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Rebuild an instance of a down host elsewhere (refused while its host is up)."""
+    emit(evacuate_service.evacuate(ctx_for(output), name, host=host), output)
+
+
+def live_migrate_worker(
+    request_id: str,
+    migration: str,
+    host: Annotated[str | None, typer.Option()] = None,
+    block_migrate: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """Internal: run a ``live-migrate --no-wait`` in a detached process."""
+    ctx = ctx_for(OutputFormat.json)
+    live_service.run_live_migration(
+        ctx, request_id, migration, host=host, block_migrate=block_migrate
+    )

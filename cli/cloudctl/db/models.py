@@ -388,6 +388,12 @@ class Migration(TimestampMixin, Base):
     memory_processed: Mapped[int | None] = mapped_column(BigInteger, default=None)
     disk_total: Mapped[int | None] = mapped_column(BigInteger, default=None)
     disk_processed: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # Nova keeps these in the instance's system_metadata and migrate_data; they decide how a
+    # revert, a confirm or a rollback undoes the move.
+    old_vm_state: Mapped[str | None] = mapped_column(String(32), default=None)
+    shared_storage: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    block_migration: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class Snapshot(TimestampMixin, SoftDeleteMixin, Base):
@@ -404,6 +410,17 @@ class Snapshot(TimestampMixin, SoftDeleteMixin, Base):
     name: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(16), default="internal")
     status: Mapped[str] = mapped_column(String(32), default="creating")
+    description: Mapped[str | None] = mapped_column(String(1024), default=None)
+    # Where it lives: snapshots stay on the host that took them.
+    host: Mapped[str | None] = mapped_column(String(255), default=None)
+    # The overlay an external (disk-only) snapshot created; the newest one is the root disk's
+    # active file until the snapshot is deleted (see domain_spec).
+    file: Mapped[str | None] = mapped_column(String(1024), default=None)
+    # libvirt's record of the domain state it froze: running, shutoff, paused, disk-snapshot.
+    state: Mapped[str | None] = mapped_column(String(32), default=None)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    quiesced: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class ServerGroup(TimestampMixin, SoftDeleteMixin, Base):

@@ -48,11 +48,24 @@ class Settings:
     reserved_host_memory_mb: int = 512
     spawn_timeout_s: int = 600
     stop_timeout_s: int = 60
+    #: Nova's reclaim_instance_interval: > 0 makes ``delete`` a soft delete (powered off, disks,
+    #: IP and claim kept, ``restore`` brings it back) and hard-deletes it after this many seconds.
+    reclaim_instance_interval: int = 0
     quota_instances: int = 10
     quota_cores: int = 20
     quota_ram_mb: int = 51200
     #: The one address range of `cloudctl lab`: each lab takes a free /24 of it.
     lab_cidr_pool: str = "10.213.0.0/16"
+    #: Nova's allow_resize_to_same_host: a resize (not a migrate) may stay on its host.
+    allow_resize_to_same_host: bool = False
+    #: Nova's resize_confirm_window: confirm VERIFY_RESIZE instances after this long; 0 = never.
+    resize_confirm_window_s: int = 0
+    #: Nova's [libvirt] live_migration_scheme: peers' libvirtd is qemu+<scheme>://<address>/system.
+    live_migration_scheme: str = "tcp"
+    #: Nova's live_migration_bandwidth (MiB/s, 0 = unlimited).
+    live_migration_bandwidth_mib: int = 0
+    #: A live migration still running after this long is aborted (and rolled back).
+    live_migration_timeout_s: int = 600
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
 

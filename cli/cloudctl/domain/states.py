@@ -1,7 +1,23 @@
-"""Instance states after Nova's vm_states.py, task_states.py and power_state.py."""
+"""Instance states after Nova's vm_states.py, task_states.py and power_state.py, and which of
+them each action accepts (Nova's ``@check_instance_state`` and ``@check_instance_lock``).
+
+The accepted states are one table, :data:`ACTION_STATES`: action name -> :class:`Accepts`.
+A row names the vm_states (``None`` = any) and the task_states (``None`` = any; the default,
+:data:`IDLE`, is "no task in progress") the action may start from, and whether the action is
+allowed on a locked instance (only ``unlock``, and the system's ``reclaim``, are). To add an
+action, add one row to the table::
+
+    "shelve": Accepts(frozenset({VmState.ACTIVE, VmState.STOPPED})),
+
+and call ``check_state(ctx, inst, "shelve")`` (services/compute/common.py) before changing
+anything; :func:`refusal` is the pure decision behind it (None = allowed, else the one-line
+reason the CLI prints), tested from a table in tests/domain/test_states.py.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
 
@@ -36,7 +52,19 @@ class TaskState(StrEnum):
     RESIZE_PREP = "resize_prep"
     RESIZE_MIGRATING = "resize_migrating"
     RESIZE_FINISH = "resize_finish"
+    RESIZE_REVERTING = "resize_reverting"
+    RESIZE_CONFIRMING = "resize_confirming"
+    REBUILDING = "rebuilding"
     IMAGE_SNAPSHOT = "image_snapshot"
+    IMAGE_UPLOADING = "image_uploading"
+    PAUSING = "pausing"
+    UNPAUSING = "unpausing"
+    SUSPENDING = "suspending"
+    RESUMING = "resuming"
+    SOFT_DELETING = "soft-deleting"
+    RESTORING = "restoring"
+    REBUILD_BLOCK_DEVICE_MAPPING = "rebuild_block_device_mapping"
+    REBUILD_SPAWNING = "rebuild_spawning"
 
 
 class PowerState(IntEnum):
@@ -78,6 +106,14 @@ def display_status(vm_state: str, task_state: str | None) -> str:
         return "REBOOT" if task_state == TaskState.REBOOTING else "HARD_REBOOT"
     if task_state == TaskState.MIGRATING:
         return "MIGRATING"
+    if task_state in (TaskState.RESIZE_PREP, TaskState.RESIZE_MIGRATING, TaskState.RESIZE_FINISH):
+        return "RESIZE"
+    if task_state == TaskState.RESIZE_REVERTING:
+        return "REVERT_RESIZE"
+    if task_state == TaskState.REBUILDING:
+        return "REBUILD"
+    if task_state in (TaskState.REBUILD_BLOCK_DEVICE_MAPPING, TaskState.REBUILD_SPAWNING):
+        return "REBUILD"
     return {
         VmState.ACTIVE: "ACTIVE",
         VmState.STOPPED: "SHUTOFF",
@@ -89,3 +125,121 @@ def display_status(vm_state: str, task_state: str | None) -> str:
         VmState.ERROR: "ERROR",
         VmState.SHELVED: "SHELVED",
     }.get(VmState(vm_state), vm_state.upper())
+
+
+# --- which states each action accepts -----------------------------------------------------------
+
+#: "No task in progress": the task_states most actions accept.
+IDLE: frozenset[str | None] = frozenset({None})
+
+
+def _states(*states: str) -> frozenset[str]:
+    return frozenset(states)
+
+
+@dataclass(frozen=True)
+class Accepts:
+    """The states an action may start from (one row of :data:`ACTION_STATES`).
+
+    ``None`` for ``vm_states`` or ``task_states`` means any.
+    """
+
+    vm_states: frozenset[str] | None
+    task_states: frozenset[str | None] | None = IDLE
+    #: Nova's check_instance_lock: only an action that says so runs on a locked instance.
+    when_locked: bool = False
+    #: How the action reads in messages ("hard reboot"), when not its key.
+    label: str | None = None
+
+
+#: Task states whose flows hold the per-instance lock (``instance_locks`` in
+#: services/compute/common.py) for all of their host work. A delete that arrives during one of them
+#: waits for it to end and then deletes, as Nova's compute manager serialises operations on an
+#: instance; any other task state (a build, a move, a snapshot, a rebuild) refuses the delete
+#: because its play could re-create what the delete removes.
+LOCK_HELD_TASKS: frozenset[str | None] = frozenset(
+    {
+        TaskState.POWERING_OFF,
+        TaskState.POWERING_ON,
+        TaskState.REBOOTING,
+        TaskState.REBOOTING_HARD,
+        TaskState.PAUSING,
+        TaskState.UNPAUSING,
+        TaskState.SUSPENDING,
+        TaskState.RESUMING,
+        TaskState.SOFT_DELETING,
+        TaskState.RESTORING,
+    }
+)
+
+_SOFT_DELETABLE = frozenset(VmState) - {VmState.SOFT_DELETED, VmState.DELETED}
+
+#: action -> the states it accepts; after nova/compute/api.py's decorators.
+ACTION_STATES: dict[str, Accepts] = {
+    "start": Accepts(_states(VmState.STOPPED)),
+    "stop": Accepts(_states(VmState.ACTIVE, VmState.ERROR)),
+    "reboot": Accepts(_states(VmState.ACTIVE)),
+    "reboot_hard": Accepts(
+        _states(VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED, VmState.ERROR),
+        label="hard reboot",
+    ),
+    "pause": Accepts(_states(VmState.ACTIVE)),
+    "unpause": Accepts(_states(VmState.PAUSED)),
+    "suspend": Accepts(_states(VmState.ACTIVE)),
+    "resume": Accepts(_states(VmState.SUSPENDED)),
+    "lock": Accepts(None, None),
+    "unlock": Accepts(None, None, when_locked=True),
+    "delete": Accepts(None, IDLE | LOCK_HELD_TASKS),
+    "force_delete": Accepts(None, IDLE | LOCK_HELD_TASKS, label="force delete"),
+    "soft_delete": Accepts(_SOFT_DELETABLE, IDLE | LOCK_HELD_TASKS, label="soft delete"),
+    "restore": Accepts(_states(VmState.SOFT_DELETED)),
+    "rebuild": Accepts(_states(VmState.ACTIVE, VmState.STOPPED, VmState.ERROR)),
+    # The background reclaim of expired soft deletes (Nova's _reclaim_queued_deletes) is the
+    # system, not a user: it ignores the lock.
+    "reclaim": Accepts(_states(VmState.SOFT_DELETED), when_locked=True),
+}
+
+
+def _either(values: Iterable[str]) -> str:
+    items = list(values)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def refusal(
+    action: str,
+    *,
+    name: str,
+    vm_state: str,
+    task_state: str | None,
+    locked: bool = False,
+    locked_reason: str | None = None,
+    accepts: Accepts | None = None,
+) -> str | None:
+    """None if ``action`` may start from these states, else the one-line reason it may not.
+
+    ``accepts`` replaces the action's row; without either, KeyError (a programming error).
+    """
+    row = accepts or ACTION_STATES[action]
+    if locked and not row.when_locked:
+        return (
+            f"instance {name} is locked: {locked_reason}"
+            if locked_reason
+            else (f"instance {name} is locked")
+        )
+    vm_ok = row.vm_states is None or vm_state in row.vm_states
+    task_ok = row.task_states is None or task_state in row.task_states
+    if vm_ok and task_ok:
+        return None
+    label = row.label or action
+    if not vm_ok:
+        assert row.vm_states is not None
+        needs = _either(s.value for s in VmState if s in row.vm_states)
+    else:
+        assert row.task_states is not None
+        tasks = ["None"] if None in row.task_states else []
+        tasks += [t.value for t in TaskState if t in row.task_states]
+        needs = f"task_state {_either(tasks)}"
+    return (
+        f"cannot {label} instance {name}: vm_state {vm_state}, task_state {task_state} "
+        f"({label} needs {needs})"
+    )

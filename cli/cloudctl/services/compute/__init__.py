@@ -1,4 +1,4 @@
-"""The instance lifecycle: boot, delete, power, console, views (one module per use case)."""
+"""The instance lifecycle: boot, delete, power, rebuild, console, views (a module per use case)."""
 
 from cloudctl.services.compute.boot import (
     BootRequest,
@@ -15,8 +15,9 @@ from cloudctl.services.compute.common import (
     get_instance,
     launch_worker,
 )
-from cloudctl.services.compute.delete import delete, forget
-from cloudctl.services.compute.power import console, power
+from cloudctl.services.compute.delete import delete, forget, reclaim_soft_deleted, restore
+from cloudctl.services.compute.power import console, lock, power, unlock
+from cloudctl.services.compute.rebuild import rebuild
 from cloudctl.services.compute.views import (
     action_list,
     instance_view,
@@ -40,8 +41,13 @@ __all__ = [
     "instance_view",
     "launch_worker",
     "list_instances",
+    "lock",
     "make_scheduler",
     "parse_az",
     "power",
+    "rebuild",
+    "reclaim_soft_deleted",
+    "restore",
     "show_instance",
+    "unlock",
 ]

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import subprocess
 import sys
+import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloudctl.db.models import Host, Instance, KeyPair
+from cloudctl.db.models import Host, Instance, KeyPair, Snapshot
 from cloudctl.domain import validation
 from cloudctl.domain.settings import Settings
-from cloudctl.domain.states import VmState
+from cloudctl.domain.states import ACTION_STATES, Accepts, VmState, refusal
 from cloudctl.errors import (
+    CloudctlError,
     InvalidState,
+    LockHeld,
     NotFound,
 )
 from cloudctl.executor.base import RunRequest, RunResult
@@ -53,13 +60,31 @@ def disk_paths(host: Host, inst: Instance) -> dict[str, str]:
     }
 
 
+def root_disk_file(session: Session, host: Host, inst: Instance) -> str:
+    """The root disk's active file: ``disk``, or the overlay of the newest disk-only snapshot
+    (services/compute/snapshot.py), which takes the writes until that snapshot is deleted."""
+    root = disk_paths(host, inst)["root"]
+    newest = session.scalars(
+        select(Snapshot.name)
+        .where(
+            Snapshot.instance_uuid == inst.uuid,
+            Snapshot.deleted == 0,
+            Snapshot.kind == "external",
+            Snapshot.file.is_not(None),
+        )
+        .order_by(Snapshot.id.desc())
+    ).first()
+    return f"{root}.snap-{newest}" if newest else root
+
+
 def domain_spec(session: Session, inst: Instance) -> DomainSpec:
     """The libvirt domain an instance should be, from SQL."""
     host = inst.host
     if host is None:
         raise InvalidState(action="render", name=inst.name, vm_state=inst.vm_state, task_state=None)
     paths = disk_paths(host, inst)
-    disks = [DiskSpec(path=paths["root"], target="vda", format="qcow2", serial=inst.uuid[:20])]
+    root = root_disk_file(session, host, inst)
+    disks = [DiskSpec(path=root, target="vda", format="qcow2", serial=inst.uuid[:20])]
     letters = iter("bcdefgh")
     if inst.ephemeral_gb:
         disks.append(DiskSpec(path=paths["eph"], target=f"vd{next(letters)}", format="qcow2"))
@@ -165,6 +190,15 @@ def failure_reason(result: RunResult) -> str:
     return f"task {t.task!r} on {t.host}: {t.message or 'failed'}".splitlines()[0][:400]
 
 
+def run_error(exc: BaseException) -> str:
+    """Why a run raised, for a fault: cloudctl's own message, else the exception's type too."""
+    if isinstance(exc, CloudctlError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted while the play ran; the guest's state on its host is unknown"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
 def destroy_on_hosts(ctx: Context, uuids: Sequence[str]) -> RunResult:
     """Remove domains and files of instances from their hosts (missing ones are fine)."""
     domains: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -216,17 +250,97 @@ def fail_action(
                 inst.vm_state = VmState.ERROR
 
 
-def check_state(ctx: Context, inst: Instance, action: str, vm_states: Sequence[str] | None) -> None:
-    """Nova's check_instance_state: refuse actions the instance's state does not allow."""
+class _Table(Enum):
+    ROW = "row"
+
+
+#: ``check_state``'s default: the action's row of ``ACTION_STATES`` (domain/states.py).
+FROM_TABLE: Final = _Table.ROW
+
+
+def check_state(
+    ctx: Context,
+    inst: Instance,
+    action: str,
+    vm_states: Sequence[str] | Literal[_Table.ROW] | None = FROM_TABLE,
+    *,
+    task_states: Collection[str | None] | Literal[_Table.ROW] | None = FROM_TABLE,
+) -> None:
+    """Nova's check_instance_state and check_instance_lock: refuse what the state does not allow.
+
+    ``action`` names a row of :data:`~cloudctl.domain.states.ACTION_STATES`; explicit
+    ``vm_states`` / ``task_states`` (``None`` = any) replace the row's, and without a row they
+    default to any vm_state and no task in progress. A task_state older than
+    ``spawn_timeout_s`` counts as none: the command that set it died. Raises
+    :class:`InvalidState` with the one-line reason.
+    """
+    row = ACTION_STATES.get(action, Accepts(None))
+    if vm_states is not FROM_TABLE or task_states is not FROM_TABLE:
+        row = replace(
+            row,
+            vm_states=row.vm_states
+            if vm_states is FROM_TABLE
+            else (None if vm_states is None else frozenset(vm_states)),
+            task_states=row.task_states
+            if task_states is FROM_TABLE
+            else (None if task_states is None else frozenset(task_states)),
+        )
     stale = inst.updated_at is not None and ctx.clock() - inst.updated_at > timedelta(
         seconds=ctx.settings.spawn_timeout_s
     )
-    if (inst.task_state is not None and not stale) or (
-        vm_states is not None and inst.vm_state not in vm_states
-    ):
+    reason = refusal(
+        action,
+        name=inst.name,
+        vm_state=inst.vm_state,
+        task_state=None if stale else inst.task_state,
+        locked=inst.locked,
+        locked_reason=inst.locked_reason,
+        accepts=row,
+    )
+    if reason is not None:
         raise InvalidState(
-            action=action, name=inst.name, vm_state=inst.vm_state, task_state=inst.task_state
+            reason,
+            action=action,
+            name=inst.name,
+            vm_state=inst.vm_state,
+            task_state=inst.task_state,
+            locked=inst.locked,
         )
+
+
+@contextlib.contextmanager
+def instance_locks(ctx: Context, uuids: Iterable[str], *, what: str = "") -> Iterator[None]:
+    """Hold the per-instance locks of ``uuids`` (Nova's ``@synchronized(instance.uuid)``).
+
+    A flow that takes them around its host work (check_state, task_state, play, result) never
+    overlaps another such flow on the same instance: a second command waits (up to
+    ``spawn_timeout_s``) instead of racing it on the host. They are ``flock`` files under the
+    cloudctl home, so they serialise the commands of one controller; a dead process releases
+    its locks with its file descriptors. Taken in UUID order, so two batches cannot deadlock.
+    """
+    lock_dir = ctx.settings.home / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    wait_s = ctx.settings.spawn_timeout_s
+    with contextlib.ExitStack() as stack:
+        for u in sorted(set(uuids)):
+            handle = stack.enter_context((lock_dir / f"instance-{u}.lock").open("a"))
+            deadline = time.monotonic() + wait_s
+            told = False
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockHeld(
+                            name=f"instance {u}", holder="another cloudctl command"
+                        ) from None
+                    if not told:
+                        ctx.progress.info(f"waiting for another command on instance {u}{what}")
+                        told = True
+                    time.sleep(0.1)
+            stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
+        yield
 
 
 def launch_worker(settings: Settings, args: Sequence[str]) -> None:

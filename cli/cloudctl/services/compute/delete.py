@@ -1,14 +1,28 @@
-"""Delete: domain, disks, config drive, console log, IP and allocation; and forgetting."""
+"""Delete, soft delete, force delete, the reclaim of expired soft deletes, and forgetting.
+
+With ``reclaim_instance_interval`` > 0 a delete is a soft delete (Nova's deferred delete): the
+guest is powered off and the instance is SOFT_DELETED with its disks, IP and claim, until
+``restore`` powers it on again or :func:`reclaim_soft_deleted` hard-deletes it once the interval
+has passed. ``force`` deletes at once, soft-deleted instances included. A hard delete removes
+the domain, disks, config drive, console log, IP and claim; a host that already lost the domain
+or the files is fine.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import or_, select
+
 from cloudctl import ledger
+from cloudctl.db.models import Instance
 from cloudctl.domain.states import PowerState, TaskState, VmState
 from cloudctl.errors import (
     CloudctlError,
+    InvalidState,
+    NotFound,
     OperationFailed,
 )
 from cloudctl.services import actions, network
@@ -19,61 +33,173 @@ from cloudctl.services.compute.common import (
     fail_action,
     failure_reason,
     get_instance,
+    instance_locks,
+    run_error,
 )
+from cloudctl.services.compute.power import power
+from cloudctl.services.compute.snapshot import mark_snapshots_deleted
 from cloudctl.services.compute.views import instance_view
 from cloudctl.services.context import Context
 
 
-def delete(ctx: Context, names: Sequence[str]) -> list[dict[str, Any]]:
-    """Delete instances: domain, disks, config drive, console log, IP and allocation."""
-    request_id = actions.new_request_id()
-    uuids: list[str] = []
+def delete(ctx: Context, names: Sequence[str], *, force: bool = False) -> list[dict[str, Any]]:
+    """Delete instances: soft when the reclaim interval is set (unless ``force``), else hard.
+
+    As in Nova, an instance that never ran (its build failed) is deleted hard even when soft
+    delete is on: there is nothing to restore.
+    """
+    soft_on = ctx.settings.reclaim_instance_interval > 0 and not force
+    hard_action = "force_delete" if force else "delete"
+    soft: list[str] = []
+    hard: list[str] = []
     with ctx.db.unit_of_work() as session:
-        now = ctx.clock()
         found = [get_instance(session, ctx.settings.project_id, n) for n in names]
         for inst in found:
-            check_state(ctx, inst, "delete", vm_states=None)
-        for inst in found:
-            inst.task_state = TaskState.DELETING
-            act = actions.start_action(session, inst, "delete", request_id, now)
-            actions.start_event(
-                session, act, "terminate", now, inst.host.name if inst.host else None
-            )
-            uuids.append(inst.uuid)
-    ctx.progress.info(f"deleting {len(uuids)} instance(s)")
-    try:
-        result = destroy_on_hosts(ctx, uuids)
-    except CloudctlError as exc:
-        fail_action(ctx, uuids, request_id, "terminate", str(exc), None)
-        raise
-    failed_hosts = result.failed_hosts()
-    views = []
-    bad = []
+            if soft_on and inst.vm_state == VmState.SOFT_DELETED:
+                check_state(ctx, inst, "soft_delete", None, task_states=None)  # the lock only
+                raise InvalidState(
+                    f"instance {inst.name} is soft-deleted already: restore it, or delete "
+                    "it now with --force",
+                    action="delete",
+                    name=inst.name,
+                    vm_state=inst.vm_state,
+                    task_state=inst.task_state,
+                )
+            if soft_on and inst.launched_at is not None and inst.host is not None:
+                check_state(ctx, inst, "soft_delete")
+                soft.append(inst.uuid)
+            else:
+                check_state(ctx, inst, hard_action)
+                hard.append(inst.uuid)
+        order = [i.uuid for i in found]
+    request_id = actions.new_request_id()
+    views: list[dict[str, Any]] = []
+    errors: list[CloudctlError] = []
+    if soft:
+        ctx.progress.info(f"soft-deleting {len(soft)} instance(s)")
+        try:
+            views += power(ctx, soft, "soft_delete", request_id=request_id)
+        except CloudctlError as exc:
+            errors.append(exc)
+    if hard:
+        ctx.progress.info(f"deleting {len(hard)} instance(s)")
+        try:
+            views += hard_delete(ctx, hard, hard_action, request_id)
+        except CloudctlError as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+    return sorted(views, key=lambda v: order.index(v["uuid"]))
+
+
+def hard_delete(
+    ctx: Context,
+    uuids: Sequence[str],
+    action: str,
+    request_id: str,
+    *,
+    skip_refused: bool = False,
+) -> list[dict[str, Any]]:
+    """Remove instances from their hosts and the books, under their locks.
+
+    ``action`` is the row of ACTION_STATES checked again once the locks are held (``delete``,
+    ``force_delete`` or ``reclaim``); ``skip_refused`` leaves out the instances it refuses
+    instead of failing (the reclaim: one restored meanwhile is no error).
+    """
+    recorded = {"delete": "delete", "force_delete": "forceDelete", "reclaim": "delete"}[action]
+    event = "reclaim" if action == "reclaim" else "terminate"
+    with instance_locks(ctx, uuids):
+        todo: list[str] = []
+        with ctx.db.unit_of_work() as session:
+            now = ctx.clock()
+            for u in uuids:
+                inst = by_uuid(session, u)
+                try:
+                    if inst.deleted:
+                        raise NotFound(kind="instance", name=inst.uuid)
+                    check_state(ctx, inst, action)
+                except (InvalidState, NotFound):
+                    if skip_refused:
+                        continue
+                    raise
+                todo.append(u)
+            for u in todo:
+                inst = by_uuid(session, u)
+                inst.task_state = TaskState.DELETING
+                act = actions.start_action(session, inst, recorded, request_id, now)
+                actions.start_event(session, act, event, now, inst.host.name if inst.host else None)
+        if not todo:
+            return []
+        try:
+            result = destroy_on_hosts(ctx, todo)
+        except BaseException as exc:  # never leave a task_state behind, not even on Ctrl-C
+            fail_action(ctx, todo, request_id, event, run_error(exc), None)
+            raise
+        failed_hosts = result.failed_hosts()
+        views = []
+        bad = []
+        with ctx.db.unit_of_work() as session:
+            now = ctx.clock()
+            for u in todo:
+                inst = by_uuid(session, u)
+                if inst.host is not None and inst.host.name in failed_hosts:
+                    bad.append(u)
+                    continue
+                act = actions.current_action(session, u, request_id)
+                actions.finish_event(session, act, event, now)
+                actions.finish_action(act, now)
+                ledger.release(session, u)
+                network.release_fixed_ips(session, u)
+                mark_snapshots_deleted(session, u, now)
+                inst.vm_state = VmState.DELETED
+                inst.task_state = None
+                inst.power_state = PowerState.NOSTATE
+                inst.terminated_at = now
+                inst.deleted_at = now
+                inst.deleted = inst.id
+                session.flush()
+                views.append(instance_view(session, inst))
+        if bad:
+            reason = failure_reason(result)
+            fail_action(ctx, bad, request_id, event, reason, result)
+            with ctx.db.unit_of_work() as session:
+                names = ", ".join(by_uuid(session, u).name for u in bad)
+            raise OperationFailed(action="delete", name=names, reason=reason)
+        return views
+
+
+def reclaim_soft_deleted(ctx: Context, now: datetime) -> list[dict[str, Any]]:
+    """Hard-delete the soft-deleted instances whose reclaim interval has passed by ``now``.
+
+    Nova's ``_reclaim_queued_deletes``: every project, locked or not; nothing when the interval
+    is 0. Instances restored or deleted meanwhile are left out. Returns the deleted instances.
+    """
+    interval = ctx.settings.reclaim_instance_interval
+    if interval <= 0:
+        return []
+    cutoff = now - timedelta(seconds=interval)
     with ctx.db.unit_of_work() as session:
-        now = ctx.clock()
-        for u in uuids:
-            inst = by_uuid(session, u)
-            if inst.host is not None and inst.host.name in failed_hosts:
-                bad.append(u)
-                continue
-            act = actions.current_action(session, u, request_id)
-            actions.finish_event(session, act, "terminate", now)
-            actions.finish_action(act, now)
-            ledger.release(session, u)
-            network.release_fixed_ips(session, u)
-            inst.vm_state = VmState.DELETED
-            inst.task_state = None
-            inst.power_state = PowerState.NOSTATE
-            inst.terminated_at = now
-            inst.deleted_at = now
-            inst.deleted = inst.id
-            session.flush()
-            views.append(instance_view(session, inst))
-    if bad:
-        reason = failure_reason(result)
-        fail_action(ctx, bad, request_id, "terminate", reason, result)
-        raise OperationFailed(action="delete", name=", ".join(bad), reason=reason)
-    return views
+        uuids = list(
+            session.scalars(
+                select(Instance.uuid)
+                .where(
+                    Instance.deleted == 0,
+                    Instance.vm_state == VmState.SOFT_DELETED,
+                    Instance.task_state.is_(None),
+                    or_(Instance.deleted_at.is_(None), Instance.deleted_at <= cutoff),
+                )
+                .order_by(Instance.id)
+            )
+        )
+    if not uuids:
+        return []
+    ctx.progress.info(f"reclaiming {len(uuids)} soft-deleted instance(s)")
+    return hard_delete(ctx, uuids, "reclaim", actions.new_request_id(), skip_refused=True)
+
+
+def restore(ctx: Context, names: Sequence[str]) -> list[dict[str, Any]]:
+    """Bring soft-deleted instances back: powered on, ACTIVE, out of the reclaim queue."""
+    return power(ctx, names, "restore")
 
 
 def forget(ctx: Context, uuids: Sequence[str], *, reason: str) -> int:
@@ -89,6 +215,7 @@ def forget(ctx: Context, uuids: Sequence[str], *, reason: str) -> int:
             actions.finish_action(act, now)
             ledger.release(session, u)
             network.release_fixed_ips(session, u)
+            mark_snapshots_deleted(session, u, now)
             inst.vm_state = VmState.DELETED
             inst.task_state = None
             inst.power_state = PowerState.NOSTATE

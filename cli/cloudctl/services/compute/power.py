@@ -1,15 +1,26 @@
-"""Power actions (start, stop, reboot) and the serial console."""
+"""Power actions, soft delete and restore as power changes, lock / unlock, and the serial console.
+
+Every power action is one row of :data:`POWER_FLOWS`: the task_state it sets, the
+``cloudctl_domain`` states the guest goes through on its host (one play over all hosts,
+``power.yml``) and the vm_state it ends in. The states an action may start from are its row of
+``ACTION_STATES`` (domain/states.py). A flow holds the instances' locks (``instance_locks``) from
+its state check to its result, so two commands never drive one guest at the same time; a failure
+clears the task_state and records a fault, leaving the vm_state as it was.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from cloudctl.db.models import Instance
 from cloudctl.domain.states import PowerState, TaskState, VmState
 from cloudctl.errors import (
-    CloudctlError,
+    InvalidInput,
     InvalidState,
+    NotFound,
     OperationFailed,
 )
 from cloudctl.executor.base import RunRequest
@@ -23,61 +34,103 @@ from cloudctl.services.compute.common import (
     fail_action,
     failure_reason,
     get_instance,
+    instance_locks,
+    run_error,
 )
 from cloudctl.services.compute.views import instance_view
 from cloudctl.services.context import Context
 
-_POWER = {
-    # action: (allowed vm_states, task_state, [domain states in order], vm_state after)
-    "start": ((VmState.STOPPED,), TaskState.POWERING_ON, ["running"], VmState.ACTIVE),
-    "stop": (
-        (VmState.ACTIVE, VmState.ERROR),
-        TaskState.POWERING_OFF,
-        ["shutdown"],
-        VmState.STOPPED,
+#: Longest lock reason kept (Nova's limit, and the column's).
+MAX_LOCK_REASON = 255
+
+
+@dataclass(frozen=True)
+class PowerFlow:
+    """How one power action runs (a row of :data:`POWER_FLOWS`)."""
+
+    #: The instance action recorded (Nova's instance_actions name).
+    action: str
+    task_state: TaskState
+    #: ``cloudctl_domain`` states in order: the ``power`` task, then ``power again``.
+    steps: tuple[str, ...]
+    #: vm_state once every step succeeded.
+    vm_state: VmState
+
+
+#: Flow name (a row of ACTION_STATES too) -> how it runs.
+POWER_FLOWS: dict[str, PowerFlow] = {
+    "start": PowerFlow("start", TaskState.POWERING_ON, ("running",), VmState.ACTIVE),
+    "stop": PowerFlow("stop", TaskState.POWERING_OFF, ("shutdown",), VmState.STOPPED),
+    "reboot": PowerFlow("reboot", TaskState.REBOOTING, ("shutdown", "running"), VmState.ACTIVE),
+    "reboot_hard": PowerFlow(
+        "reboot", TaskState.REBOOTING_HARD, ("destroyed", "running"), VmState.ACTIVE
     ),
-    "reboot": ((VmState.ACTIVE,), TaskState.REBOOTING, ["shutdown", "running"], VmState.ACTIVE),
-    "reboot_hard": (
-        (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR),
-        TaskState.REBOOTING_HARD,
-        ["destroyed", "running"],
-        VmState.ACTIVE,
+    "pause": PowerFlow("pause", TaskState.PAUSING, ("paused",), VmState.PAUSED),
+    "unpause": PowerFlow("unpause", TaskState.UNPAUSING, ("running",), VmState.ACTIVE),
+    "suspend": PowerFlow("suspend", TaskState.SUSPENDING, ("saved",), VmState.SUSPENDED),
+    "resume": PowerFlow("resume", TaskState.RESUMING, ("running",), VmState.ACTIVE),
+    # Nova's soft delete powers the guest off hard (its libvirt driver has no soft_delete) and
+    # records a "delete" action; disks, IP and claim stay until restore or reclaim.
+    "soft_delete": PowerFlow(
+        "delete", TaskState.SOFT_DELETING, ("destroyed",), VmState.SOFT_DELETED
     ),
+    "restore": PowerFlow("restore", TaskState.RESTORING, ("running",), VmState.ACTIVE),
 }
 
 
-def power(ctx: Context, names: Sequence[str], action: str) -> list[dict[str, Any]]:
-    """start / stop / reboot / reboot_hard, one play for all the named instances."""
-    allowed, task_state, steps, after = _POWER[action]
-    request_id = actions.new_request_id()
-    uuids: list[str] = []
-    per_host: dict[str, list[list[dict[str, Any]]]] = defaultdict(lambda: [[] for _ in steps])
+def power(
+    ctx: Context, names: Sequence[str], action: str, *, request_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Run the power flow ``action`` on the named instances, one play for all of them."""
+    flow = POWER_FLOWS[action]
+    with ctx.db.unit_of_work() as session:
+        found = [get_instance(session, ctx.settings.project_id, n) for n in names]
+        for inst in found:
+            _check(ctx, inst, action)
+        uuids = list(dict.fromkeys(i.uuid for i in found))
+    with instance_locks(ctx, uuids):
+        return _run(ctx, uuids, action, flow, request_id or actions.new_request_id())
+
+
+def _check(ctx: Context, inst: Instance, action: str) -> None:
+    if inst.deleted:
+        raise NotFound(kind="instance", name=inst.uuid)
+    check_state(ctx, inst, action)
+    if inst.host is None:
+        raise InvalidState(
+            f"cannot {action.replace('_', ' ')} instance {inst.name}: it is on no host",
+            action=action,
+            name=inst.name,
+            vm_state=inst.vm_state,
+            task_state=inst.task_state,
+        )
+
+
+def _run(
+    ctx: Context, uuids: Sequence[str], action: str, flow: PowerFlow, request_id: str
+) -> list[dict[str, Any]]:
+    per_host: dict[str, list[list[dict[str, Any]]]] = defaultdict(lambda: [[] for _ in flow.steps])
     targets = {}
     with ctx.db.unit_of_work() as session:
         now = ctx.clock()
-        found = [get_instance(session, ctx.settings.project_id, n) for n in names]
-        for inst in found:
-            check_state(ctx, inst, action.replace("_", " "), allowed)
-            if inst.host is None:
-                raise InvalidState(
-                    action=action, name=inst.name, vm_state=inst.vm_state, task_state=None
-                )
+        found = [by_uuid(session, u) for u in uuids]
+        for inst in found:  # again: the state may have moved on while we waited for the locks
+            _check(ctx, inst, action)
         for inst in found:
             assert inst.host is not None
             xml = render_domain_xml(domain_spec(session, inst))
-            for i, state in enumerate(steps):
+            for i, state in enumerate(flow.steps):
                 per_host[inst.host.name][i].append(
                     {"name": inst.domain_name, "xml": xml, "state": state}
                 )
             targets[inst.host.name] = hosts.host_target(inst.host)
-            inst.task_state = task_state
-            act = actions.start_action(session, inst, action.split("_")[0], request_id, now)
+            inst.task_state = flow.task_state
+            act = actions.start_action(session, inst, flow.action, request_id, now)
             actions.start_event(session, act, action, now, inst.host.name)
-            uuids.append(inst.uuid)
     extravars = {
-        "cloudctl_domains": {h: steps_[0] for h, steps_ in per_host.items()},
+        "cloudctl_domains": {h: steps[0] for h, steps in per_host.items()},
         "cloudctl_domains_after": {
-            h: steps_[1] if len(steps_) > 1 else [] for h, steps_ in per_host.items()
+            h: steps[1] if len(steps) > 1 else [] for h, steps in per_host.items()
         },
         "cloudctl_stop_timeout": ctx.settings.stop_timeout_s,
     }
@@ -87,12 +140,12 @@ def power(ctx: Context, names: Sequence[str], action: str) -> list[dict[str, Any
                 playbook="power.yml",
                 hosts=tuple(targets.values()),
                 extravars=extravars,
-                description=action,
+                description=action.replace("_", " "),
             ),
             ctx.progress.run_event,
         )
-    except CloudctlError as exc:
-        fail_action(ctx, uuids, request_id, action, str(exc), None, to_error=False)
+    except BaseException as exc:  # never leave a task_state behind, not even on Ctrl-C
+        fail_action(ctx, uuids, request_id, action, run_error(exc), None, to_error=False)
         raise
     states = domain_states(result, "power")
     states.update(domain_states(result, "power again"))
@@ -111,7 +164,11 @@ def power(ctx: Context, names: Sequence[str], action: str) -> list[dict[str, Any
             actions.finish_event(session, act, action, now)
             actions.finish_action(act, now)
             inst.task_state = None
-            inst.vm_state = after
+            if flow.vm_state == VmState.SOFT_DELETED:
+                inst.deleted_at = now  # when the reclaim interval starts, as in Nova
+            elif inst.vm_state == VmState.SOFT_DELETED:
+                inst.deleted_at = None
+            inst.vm_state = flow.vm_state
             inst.power_state = PowerState.from_libvirt(states.get(inst.domain_name, "nostate"))
             session.flush()
             views.append(instance_view(session, inst))
@@ -119,8 +176,48 @@ def power(ctx: Context, names: Sequence[str], action: str) -> list[dict[str, Any
     if bad:
         reason = failure_reason(result)
         fail_action(ctx, bad, request_id, action, reason, result, to_error=False)
-        raise OperationFailed(action=action, name=", ".join(bad), reason=reason)
+        names = _names(ctx, bad)
+        raise OperationFailed(action=action.replace("_", " "), name=names, reason=reason)
     return views
+
+
+def _names(ctx: Context, uuids: Sequence[str]) -> str:
+    with ctx.db.unit_of_work() as session:
+        return ", ".join(by_uuid(session, u).name for u in uuids)
+
+
+def lock(ctx: Context, names: Sequence[str], *, reason: str | None = None) -> list[dict[str, Any]]:
+    """Lock instances: every action but ``unlock`` (and reading them) is refused until then."""
+    if reason is not None and len(reason) > MAX_LOCK_REASON:
+        raise InvalidInput(reason=f"lock reason is longer than {MAX_LOCK_REASON} characters")
+    return _set_lock(ctx, names, "lock", reason)
+
+
+def unlock(ctx: Context, names: Sequence[str]) -> list[dict[str, Any]]:
+    """Unlock instances (an unlocked instance stays unlocked)."""
+    return _set_lock(ctx, names, "unlock", None)
+
+
+def _set_lock(
+    ctx: Context, names: Sequence[str], action: str, reason: str | None
+) -> list[dict[str, Any]]:
+    request_id = actions.new_request_id()
+    with ctx.db.unit_of_work() as session:
+        now = ctx.clock()
+        found = [get_instance(session, ctx.settings.project_id, n) for n in names]
+        for inst in found:
+            check_state(ctx, inst, action)
+        views = []
+        for inst in found:
+            inst.locked = action == "lock"
+            inst.locked_reason = reason if inst.locked else None
+            act = actions.start_action(session, inst, action, request_id, now)
+            host = inst.host.name if inst.host else None
+            actions.finish_event(session, act, action, now, details=reason, host=host)
+            actions.finish_action(act, now)
+            session.flush()
+            views.append(instance_view(session, inst))
+        return views
 
 
 def console(

@@ -58,6 +58,8 @@ def instance_view(session: Session, inst: Instance, *, detail: bool = False) -> 
             for ip in network.fixed_ips_of(session, inst.uuid)
         ],
         "key_name": inst.key_name,
+        "locked": inst.locked,
+        "locked_reason": inst.locked_reason,
         "created_at": inst.created_at.isoformat(),
         "launched_at": inst.launched_at.isoformat() if inst.launched_at else None,
         "terminated_at": inst.terminated_at.isoformat() if inst.terminated_at else None,
@@ -69,7 +71,6 @@ def instance_view(session: Session, inst: Instance, *, detail: bool = False) -> 
         view["metadata"] = inst.instance_metadata
         view["project_id"] = inst.project_id
         view["user_id"] = inst.user_id
-        view["locked"] = inst.locked
         view["allocations"] = {
             str(k): v for k, v in ledger.allocations_of(session, inst.uuid).items()
         }

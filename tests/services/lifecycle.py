@@ -1,0 +1,76 @@
+"""Helpers of the lifecycle service tests: libvirt-like answers of the fake executor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from cloudctl.db.models import Instance, InstanceFault
+from cloudctl.executor.base import RunRequest
+from cloudctl.services.context import Context
+
+#: The libvirt state a guest is in after cloudctl_domain brought it to a state.
+LIBVIRT = {
+    "running": "running",
+    "paused": "paused",
+    "saved": "shutoff",
+    "destroyed": "shutoff",
+    "shutdown": "shutoff",
+    "absent": "absent",
+}
+
+
+def power_answer(req: RunRequest) -> dict[str, Any]:
+    """Answer power.yml as libvirt would: every guest reaches the state it was asked for."""
+    out: dict[str, dict[str, Any]] = {}
+    for task, var in (("power", "cloudctl_domains"), ("power again", "cloudctl_domains_after")):
+        for host, guests in req.extravars.get(var, {}).items():
+            if guests:
+                out.setdefault(host, {})[task] = {
+                    "changed": True,
+                    "results": [{"name": g["name"], "state": LIBVIRT[g["state"]]} for g in guests],
+                }
+    return out
+
+
+def rebuild_answer(req: RunRequest) -> dict[str, Any]:
+    """Answer rebuild.yml: every task ok, the guests running at the end."""
+    out: dict[str, dict[str, Any]] = {}
+    for host in req.extravars["cloudctl_domains"]:
+        out[host] = {
+            task: {"changed": True}
+            for task in ("power off", "undefine", "remove old files", "disks", "config drive")
+        }
+        out[host]["spawn"] = {
+            "changed": True,
+            "results": [
+                {"name": g["name"], "state": "running"}
+                for g in req.extravars["cloudctl_domains"][host]
+            ],
+        }
+    return out
+
+
+def row(ctx: Context, name: str) -> Instance:
+    """The (live or deleted) instance row called ``name``, detached."""
+    with ctx.db.unit_of_work() as s:
+        inst = s.scalars(
+            select(Instance).where(Instance.name == name).order_by(Instance.id.desc())
+        ).first()
+        assert inst is not None
+        s.expunge(inst)
+        return inst
+
+
+def faults(ctx: Context, name: str) -> list[str]:
+    """The messages of an instance's faults, oldest first."""
+    uuid = row(ctx, name).uuid
+    with ctx.db.unit_of_work() as s:
+        return list(
+            s.scalars(
+                select(InstanceFault.message)
+                .where(InstanceFault.instance_uuid == uuid)
+                .order_by(InstanceFault.id)
+            )
+        )
