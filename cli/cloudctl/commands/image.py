@@ -1,4 +1,4 @@
-"""``cloudctl image``: register images, build the tiny test image."""
+"""``cloudctl image``: register images, build the tiny test image, images from snapshots."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from cloudctl.commands.common import OutputOpt, ctx_for
 from cloudctl.console import OutputFormat, emit, message
 from cloudctl.domain import validation
 from cloudctl.services import images
+from cloudctl.services.compute import snapshot
 
-app = typer.Typer(help="Images: add, create-tiny, list, show, delete.", no_args_is_help=True)
+app = typer.Typer(
+    help="Images: add, create-tiny, create-from, list, show, delete.", no_args_is_help=True
+)
 COLUMNS = [
     ("NAME", "name"),
     ("ID", "id"),
@@ -58,6 +61,17 @@ def create_tiny(
 ) -> None:
     """Build (from Debian packages, cached) and register a kernel + busybox test image."""
     emit(images.create_tiny(ctx_for(output), name, force=force), output)
+
+
+@app.command("create-from")
+def create_from(
+    server: Annotated[str, typer.Argument(help="Instance name or UUID.")],
+    snap: Annotated[str, typer.Argument(help="Snapshot of the instance.")],
+    name: Annotated[str, typer.Argument(help="Name of the new image.")],
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Register a bootable image from a snapshot: the root disk as it was then, flattened."""
+    emit(snapshot.create_image(ctx_for(output), server, snap, name), output)
 
 
 @app.command("list")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +160,108 @@ def create_tiny(ctx: Context, name: str, *, force: bool = False) -> dict[str, An
             "kernel_version": tiny.kernel_version,
         },
     )
+
+
+@dataclass(frozen=True)
+class DirectBoot:
+    """An image's kernel, initrd and command line (direct kernel boot), to carry over."""
+
+    kernel_path: str | None = None
+    kernel_checksum: str | None = None
+    initrd_path: str | None = None
+    initrd_checksum: str | None = None
+    cmdline: str | None = None
+
+    @classmethod
+    def of(cls, image: Image | None) -> DirectBoot:
+        """The direct-boot files of ``image`` (none without an image)."""
+        if image is None:
+            return cls()
+        return cls(
+            image.kernel_path,
+            image.kernel_checksum,
+            image.initrd_path,
+            image.initrd_checksum,
+            image.cmdline,
+        )
+
+
+def image_staging(ctx: Context, image_uuid: str) -> Path:
+    """A fresh staging directory for an image's files; it becomes the store once registered."""
+    staging = ctx.settings.images_dir / f".{image_uuid}.partial"
+    staging.mkdir(parents=True, exist_ok=False)
+    return staging
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)  # images never change once stored: sharing the inode is safe
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def register_disk_image(
+    ctx: Context,
+    name: str,
+    image_uuid: str,
+    staging: Path,
+    *,
+    boot: DirectBoot,
+    properties: Mapping[str, str],
+    min_ram_mb: int = 0,
+    min_disk_gb: int = 0,
+) -> dict[str, Any]:
+    """Register ``staging/disk`` (e.g. an exported snapshot) as image ``name``.
+
+    The staging directory (from :func:`image_staging`) becomes the image's store; the kernel
+    and initrd of ``boot`` are linked in beside the disk, so the new image boots as its source
+    did. On any failure the staging directory is removed.
+    """
+    store = ctx.settings.images_dir / image_uuid
+    try:
+        validation.object_name("image", name)
+        disk = staging / "disk"
+        fmt, vsize = disk_info(disk)
+        digest = hashlib.sha256()
+        with disk.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+        files = {}
+        for label, path in (("kernel", boot.kernel_path), ("initrd", boot.initrd_path)):
+            if path:
+                _link_or_copy(Path(path), staging / label)
+                files[label] = str(store / label)
+        staging.rename(store)
+        with ctx.db.unit_of_work() as session:
+            if session.scalars(
+                select(Image.id).where(Image.name == name, Image.deleted == 0)
+            ).first():
+                raise AlreadyExists(kind="image", name=name)
+            image = Image(
+                uuid=image_uuid,
+                name=name,
+                disk_format=fmt,
+                path=str(store / "disk"),
+                checksum=digest.hexdigest(),
+                size_bytes=(store / "disk").stat().st_size,
+                virtual_size_bytes=vsize,
+                kernel_path=files.get("kernel"),
+                kernel_checksum=boot.kernel_checksum if "kernel" in files else None,
+                initrd_path=files.get("initrd"),
+                initrd_checksum=boot.initrd_checksum if "initrd" in files else None,
+                cmdline=boot.cmdline if "kernel" in files else None,
+                min_ram_mb=min_ram_mb,
+                min_disk_gb=min_disk_gb,
+                created_at=ctx.clock(),
+                properties=[ImageProperty(key=k, value=v) for k, v in properties.items()],
+            )
+            session.add(image)
+            session.flush()
+            return image_view(image)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(store, ignore_errors=True)
+        raise
 
 
 def list_images(ctx: Context) -> list[dict[str, Any]]:
