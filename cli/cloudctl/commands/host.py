@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 import typer
 
 from cloudctl.commands.common import HOST_COLUMNS, OutputOpt, ctx_for
-from cloudctl.console import OutputFormat, emit
+from cloudctl.console import OutputFormat, emit, message
 from cloudctl.domain import validation
 from cloudctl.domain.paths import DEFAULT_BRIDGE, DEFAULT_INSTANCES_PATH
 from cloudctl.errors import InvalidInput
 from cloudctl.services import hosts
+from cloudctl.services.compute import evacuate as evacuate_service
 
 app = typer.Typer(help="Compute hosts: add, discover, list, enable, disable.", no_args_is_help=True)
 
@@ -117,3 +119,44 @@ def disable(
 ) -> None:
     """Stop scheduling guests on a host (its guests keep running)."""
     emit(hosts.set_enabled(ctx_for(output), name, False, reason), output)
+
+
+def _guest_progress(output: OutputFormat) -> Callable[[int, int, Mapping[str, Any]], None] | None:
+    if output != OutputFormat.table:
+        return None
+
+    def show(done: int, total: int, outcome: Mapping[str, Any]) -> None:
+        width = 20
+        filled = width * done // max(total, 1)
+        bar = "#" * filled + "-" * (width - filled)
+        where = f"-> {outcome['host']}" if outcome["result"] == "moved" else outcome["reason"]
+        message(f"[{bar}] {done}/{total} {outcome['name']}: {outcome['result']} {where}")
+
+    return show
+
+
+def _summarise(summary: Mapping[str, Any], output: OutputFormat) -> None:
+    if output == OutputFormat.table:
+        columns = [("NAME", "name"), ("RESULT", "result"), ("HOST", "host"), ("REASON", "reason")]
+        emit(list(summary["guests"]), output, columns)
+        message(f"{summary['host']}: {summary['moved']} moved, {summary['failed']} failed")
+    else:
+        emit(dict(summary), output)
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command("evacuate")
+def evacuate(name: str, output: OutputOpt = OutputFormat.table) -> None:
+    """Rebuild every guest of a down host elsewhere; exit 1 if any failed."""
+    ctx = ctx_for(output)
+    _summarise(
+        evacuate_service.host_evacuate(ctx, name, on_guest=_guest_progress(output)), output
+    )
+
+
+@app.command("drain")
+def drain(name: str, output: OutputOpt = OutputFormat.table) -> None:
+    """Disable a host (reason "draining") and live-migrate its guests off; exit 1 if any failed."""
+    ctx = ctx_for(output)
+    _summarise(evacuate_service.drain(ctx, name, on_guest=_guest_progress(output)), output)

@@ -110,6 +110,22 @@ def release(session: Session, consumer_uuid: str, host_id: int | None = None) ->
     return int(removed or 0)
 
 
+def move_to_consumer(session: Session, host_id: int, from_consumer: str, to_consumer: str) -> int:
+    """Hand ``from_consumer``'s allocations on one host to ``to_consumer`` (usage unchanged).
+
+    A move holds the source's resources under the migration's uuid while the instance's uuid
+    claims the destination, as Nova's conductor does; confirm or revert hands them back or drops
+    them. The host's generation is untouched: nothing it can hand out changed.
+    """
+    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        update(Allocation)
+        .where(Allocation.host_id == host_id, Allocation.consumer_uuid == from_consumer)
+        .values(consumer_uuid=to_consumer)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)
+
+
 def allocations_of(session: Session, consumer_uuid: str) -> dict[int, dict[str, int]]:
     """A consumer's allocations: host id -> resource class -> amount."""
     out: dict[int, dict[str, int]] = {}

@@ -1045,7 +1045,7 @@ class Lab:
         )
         libvirtd = _Daemon(
             "libvirtd",
-            ("libvirtd", "-d", "-p", str(p.pidfile("libvirtd"))),
+            ("libvirtd", "-d", "--listen", "-p", str(p.pidfile("libvirtd"))),
             p.pidfile("libvirtd"),
             str(p.pidfile("libvirtd")),
         )
@@ -1283,6 +1283,12 @@ class Lab:
             {
                 "host_uuid": f'"{rec.host_uuid}"',
                 "log_outputs": '"3:file:/var/log/libvirt/libvirtd.log"',
+                # Peers reach this libvirtd at qemu+tcp://<address>/system for live migration
+                # (peer to peer) and disk streams; only the lab's own bridge carries it.
+                "listen_tls": "0",
+                "listen_tcp": "1",
+                "auth_tcp": '"none"',
+                "listen_addr": f'"{rec.address}"',
             },
         )
         if _write_if_changed(p.etc / "libvirtd.conf", libvirtd_conf):

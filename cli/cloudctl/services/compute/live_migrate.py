@@ -1,0 +1,381 @@
+"""Live migration with Nova's checks and rollback (conductor's LiveMigrationTask, the compute
+manager's pre_live_migration / live_migration / post_live_migration / _rollback_live_migration).
+
+queued -> preparing (schedule and claim the destination, the pre-check play: hypervisor type and
+version, the source's CPU compared on the destination, the shared storage probe that decides a
+block migration) -> running (the source's cloudctl_migrate runs libvirt's peer-to-peer migration,
+polling its job statistics, which end up in the migration row) -> completed, with the
+source's allocation dropped; or, on any failure, a rollback: the destination's domain (and copied
+disks) removed, the guest left running on the source, the claims undone, the instance ACTIVE and
+the migration in ``error`` with a fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cloudctl.domain.states import PowerState, TaskState, VmState
+from cloudctl.errors import InvalidInput, InvalidState, NoValidHost, OperationFailed
+from cloudctl.executor.base import RunRequest, RunResult
+from cloudctl.services import actions, hosts
+from cloudctl.services.compute.common import (
+    by_uuid,
+    check_state,
+    get_instance,
+    launch_worker,
+)
+from cloudctl.services.compute.moves import (
+    LIVE,
+    claim_move,
+    domain_xml_on,
+    drop_source,
+    fail_move,
+    guest_files,
+    live_migration_problems,
+    migration_by_uuid,
+    migration_view,
+    new_migration,
+    peer_uri,
+    pick_destination,
+    record_progress,
+    resources_of,
+    run_checks,
+    run_play,
+    with_claim_retries,
+)
+from cloudctl.services.context import Context
+
+BLOCK_MODES = ("auto", "yes", "no")
+
+
+def live_migrate(
+    ctx: Context,
+    name: str,
+    *,
+    host: str | None = None,
+    block_migrate: str = "auto",
+    wait: bool = True,
+) -> dict[str, Any]:
+    """Live-migrate a running instance; returns the migration (its final state with ``wait``)."""
+    if block_migrate not in BLOCK_MODES:
+        raise InvalidInput(reason=f"--block-migrate must be one of {', '.join(BLOCK_MODES)}")
+    request_id = actions.new_request_id()
+    with ctx.db.unit_of_work() as session:
+        now = ctx.clock()
+        inst = get_instance(session, ctx.settings.project_id, name)
+        check_state(ctx, inst, "live-migrate", (VmState.ACTIVE,))
+        if inst.host is None or inst.power_state != PowerState.RUNNING:
+            raise InvalidState(
+                action="live-migrate", name=inst.name, vm_state=inst.vm_state, task_state=None
+            )
+        if not hosts.is_up(inst.host, now, ctx.settings.service_down_time_s):
+            raise InvalidInput(
+                reason=f"the source host {inst.host.name} is down: live migration needs it "
+                "(evacuate instead)"
+            )
+        if host is not None:
+            hosts.get_host(session, host)
+        mig = new_migration(session, inst, LIVE, "queued", inst.host.name)
+        inst.task_state = TaskState.MIGRATING
+        act = actions.start_action(session, inst, "live-migration", request_id, now)
+        actions.start_event(session, act, "schedule", now)
+        mig_uuid = mig.uuid
+    if not wait:
+        args = ["_live_migrate", request_id, mig_uuid, "--block-migrate", block_migrate]
+        launch_worker(ctx.settings, [*args, *(["--host", host] if host else [])])
+    else:
+        run_live_migration(ctx, request_id, mig_uuid, host=host, block_migrate=block_migrate)
+    with ctx.db.unit_of_work() as session:
+        return migration_view(session, migration_by_uuid(session, mig_uuid))
+
+
+def run_live_migration(
+    ctx: Context,
+    request_id: str,
+    mig_uuid: str,
+    *,
+    host: str | None = None,
+    block_migrate: str = "auto",
+) -> None:
+    """The migration proper (inline, or in the detached worker of ``--no-wait``)."""
+    with ctx.db.unit_of_work() as session:
+        inst_uuid = migration_by_uuid(session, mig_uuid).instance_uuid
+    block = _prepare(ctx, request_id, inst_uuid, mig_uuid, host, block_migrate)
+    error, result = _start(ctx, request_id, inst_uuid, mig_uuid, block)
+    if error is not None:
+        _rollback(ctx, request_id, inst_uuid, mig_uuid, error, result)
+        with ctx.db.unit_of_work() as session:
+            name = by_uuid(session, inst_uuid).name
+        raise OperationFailed(action="live migration", name=name, reason=error)
+    _post(ctx, request_id, inst_uuid, mig_uuid)
+
+
+def _prepare(
+    ctx: Context,
+    request_id: str,
+    inst_uuid: str,
+    mig_uuid: str,
+    host: str | None,
+    block_migrate: str,
+) -> bool:
+    """Schedule and claim, then the pre-checks; False/True = block migration or not."""
+
+    def schedule() -> tuple[str, str]:
+        with ctx.db.unit_of_work() as session:
+            inst = by_uuid(session, inst_uuid)
+            mig = migration_by_uuid(session, mig_uuid)
+            source = inst.host
+            assert source is not None
+            mig.status = "preparing"
+            if host == source.name:
+                raise InvalidInput(reason=f"{inst.name} is on {host} already")
+            dest, generation = pick_destination(
+                ctx, session, inst, force_host=host, ignore_hosts=frozenset({source.name})
+            )
+            claim_move(session, inst, mig, source, dest, resources_of(inst), generation)
+            mig.dest_host = dest.name
+            act = actions.current_action(session, inst_uuid, request_id)
+            actions.finish_event(session, act, "schedule", ctx.clock(), host=dest.name)
+            actions.start_event(session, act, "check_can_live_migrate", ctx.clock(), dest.name)
+            ctx.progress.info(f"{inst.name}: {source.name} -> {dest.name} (live)")
+            return source.name, dest.name
+
+    try:
+        source_name, dest_name = with_claim_retries(ctx, schedule)
+    except (NoValidHost, InvalidInput) as exc:
+        fail_move(
+            ctx,
+            inst_uuid,
+            mig_uuid,
+            request_id,
+            "schedule",
+            exc.message,
+            None,
+            status="failed",
+            undo=False,
+            fault=False,
+        )
+        raise
+    with ctx.db.unit_of_work() as session:
+        now = ctx.clock()
+        source = hosts.get_host(session, source_name)
+        dest = hosts.get_host(session, dest_name)
+        down = ctx.settings.service_down_time_s
+        source_up, dest_up = hosts.is_up(source, now, down), hosts.is_up(dest, now, down)
+        missing = [h.name for h in (source, dest) if not h.address]
+    report = run_checks(ctx, mig_uuid, source, dest)
+    problems, block = live_migration_problems(
+        source=source_name,
+        dest=dest_name,
+        source_up=source_up,
+        dest_up=dest_up,
+        report=report,
+        block_migrate=block_migrate,
+    )
+    problems += [f"host {h} has no address for migration traffic" for h in missing]
+    if problems:
+        reason = "; ".join(problems)
+        fail_move(
+            ctx,
+            inst_uuid,
+            mig_uuid,
+            request_id,
+            "check_can_live_migrate",
+            reason,
+            None,
+            status="failed",
+            fault=False,
+        )
+        with ctx.db.unit_of_work() as session:
+            name = by_uuid(session, inst_uuid).name
+        raise OperationFailed(action="live migration", name=name, reason=reason)
+    with ctx.db.unit_of_work() as session:
+        mig = migration_by_uuid(session, mig_uuid)
+        mig.shared_storage = report.shared_storage
+        mig.block_migration = block
+        act = actions.current_action(session, inst_uuid, request_id)
+        note = "block migration" if block else "shared instances path"
+        actions.finish_event(session, act, "check_can_live_migrate", ctx.clock(), details=note)
+    return block
+
+
+def _start(
+    ctx: Context, request_id: str, inst_uuid: str, mig_uuid: str, block: bool
+) -> tuple[str | None, RunResult | None]:
+    """pre_live_migration on the destination, then the migration from the source."""
+    s = ctx.settings
+    with ctx.db.unit_of_work() as session:
+        now = ctx.clock()
+        inst = by_uuid(session, inst_uuid)
+        mig = migration_by_uuid(session, mig_uuid)
+        source = hosts.get_host(session, mig.source_host or "")
+        dest = hosts.get_host(session, mig.dest_host or "")
+        mig.status = "running"
+        act = actions.current_action(session, inst_uuid, request_id)
+        actions.start_event(session, act, "live_migration", now, source.name)
+        files = guest_files(session, inst, dest)
+        disks = ["vda"]
+        letters = iter("bcdefgh")
+        if inst.ephemeral_gb:
+            disks.append(f"vd{next(letters)}")
+        if inst.swap_mb:
+            disks.append(f"vd{next(letters)}")
+        incoming: dict[str, Any] = {}
+        if block:
+            incoming = {"base": files["base"], "disks": files["disks"], "drives": files["drives"]}
+        guest = {
+            "name": inst.domain_name,
+            "dest_uri": peer_uri(ctx, dest),
+            "migrate_uri": f"tcp://{dest.address}",
+            "listen_address": dest.address,
+            "dest_xml": domain_xml_on(session, inst, dest),
+            "block_migration": block,
+            "shared_storage": bool(mig.shared_storage),
+            "disks": disks if block else [],
+            "bandwidth": s.live_migration_bandwidth_mib,
+            "timeout": s.live_migration_timeout_s,
+        }
+        targets = (hosts.host_target(source), hosts.host_target(dest))
+        source_name, name = source.name, inst.name
+    result, error = run_play(
+        ctx,
+        RunRequest(
+            playbook="migrate_live.yml",
+            hosts=targets,
+            extravars={
+                "cloudctl_incoming": {targets[1].name: incoming},
+                "cloudctl_outgoing": {source_name: [guest]},
+            },
+            description=f"live-migrate {name}",
+        ),
+    )
+    done = _item(result.result("live migrate", source_name) or {}) if result else {}
+    record_progress(ctx, mig_uuid, done)
+    return error, result
+
+
+def _item(data: Mapping[str, Any]) -> dict[str, Any]:
+    items = data.get("results") or []
+    first = items[0] if items and isinstance(items[0], Mapping) else {}
+    return dict(first)
+
+
+def _post(ctx: Context, request_id: str, inst_uuid: str, mig_uuid: str) -> None:
+    """post_live_migration: the instance is the destination's; the source's leftovers go."""
+    with ctx.db.unit_of_work() as session:
+        now = ctx.clock()
+        inst = by_uuid(session, inst_uuid)
+        mig = migration_by_uuid(session, mig_uuid)
+        dest = hosts.get_host(session, mig.dest_host or "")
+        source_name = mig.source_host or ""
+        act = actions.current_action(session, inst_uuid, request_id)
+        actions.finish_event(session, act, "live_migration", now)
+        actions.finish_event(session, act, "post_live_migration", now, host=dest.name, started=now)
+        actions.finish_action(act, now)
+        drop_source(session, mig)
+        inst.host = dest
+        inst.availability_zone = dest.availability_zone
+        inst.task_state = None
+        inst.power_state = PowerState.RUNNING
+        mig.status = "completed"
+        if mig.memory_total is not None and mig.memory_processed is not None:
+            mig.memory_processed = max(mig.memory_processed, mig.memory_total)
+        shared = bool(mig.shared_storage)
+        dest_name = dest.name
+    hosts.touch_hosts(ctx, {source_name, dest_name})
+    if not shared:
+        _clean_source(ctx, inst_uuid, source_name)
+
+
+def _clean_source(ctx: Context, inst_uuid: str, source_name: str) -> None:
+    """The block-migrated guest's files on the source (its domain left with the migration)."""
+    with ctx.db.unit_of_work() as session:
+        inst = by_uuid(session, inst_uuid)
+        target = hosts.host_target(hosts.get_host(session, source_name))
+        domain = inst.domain_name
+    _result, error = run_play(
+        ctx,
+        RunRequest(
+            playbook="destroy.yml",
+            hosts=(target,),
+            extravars={
+                "cloudctl_domains": {target.name: [{"name": domain, "state": "absent"}]},
+                "cloudctl_disks": {target.name: [{"uuid": inst_uuid}]},
+            },
+            description="clean the source of a live migration",
+        ),
+    )
+    if error is not None:
+        ctx.progress.info(f"leftovers on {source_name} not removed: {error}")
+
+
+def _rollback(
+    ctx: Context,
+    request_id: str,
+    inst_uuid: str,
+    mig_uuid: str,
+    reason: str,
+    result: RunResult | None,
+) -> None:
+    """_rollback_live_migration: the guest stays on the source, the destination is cleaned."""
+    with ctx.db.unit_of_work() as session:
+        inst = by_uuid(session, inst_uuid)
+        mig = migration_by_uuid(session, mig_uuid)
+        source = hosts.get_host(session, mig.source_host or "")
+        dest = hosts.get_host(session, mig.dest_host or "")
+        domain = {"name": inst.domain_name}
+        extravars = {
+            "cloudctl_dest": {
+                dest.name: {
+                    "domains": [{**domain, "state": "absent"}],
+                    "files": [] if mig.shared_storage else [{"uuid": inst.uuid}],
+                }
+            },
+            "cloudctl_source": {
+                source.name: {
+                    "domains": [
+                        {**domain, "xml": domain_xml_on(session, inst, source), "state": "running"}
+                    ]
+                }
+            },
+        }
+        targets = (hosts.host_target(dest), hosts.host_target(source))
+        name = inst.name
+    ctx.progress.info(f"{name}: live migration failed, rolling back: {reason}")
+    _undo, undo_error = run_play(
+        ctx,
+        RunRequest(
+            playbook="migrate_revert.yml",
+            hosts=targets,
+            extravars=extravars,
+            description=f"roll back the live migration of {name}",
+        ),
+    )
+    details = reason if undo_error is None else f"{reason}; rollback failed: {undo_error}"
+    fail_move(
+        ctx,
+        inst_uuid,
+        mig_uuid,
+        request_id,
+        "live_migration",
+        details,
+        result,
+        vm_state=VmState.ACTIVE if undo_error is None else VmState.ERROR,
+    )
+    with ctx.db.unit_of_work() as session:
+        act = actions.current_action(session, inst_uuid, request_id)
+        now = ctx.clock()
+        actions.finish_event(
+            session,
+            act,
+            "rollback_live_migration",
+            now,
+            actions.SUCCESS if undo_error is None else actions.ERROR,
+            undo_error,
+            targets[1].name,
+            started=now,
+        )
+
+
+__all__ = ["live_migrate", "run_live_migration"]
