@@ -107,3 +107,16 @@ def test_lifecycle_verbs(cli: Cli) -> None:
     ]
     code, out, _ = cli("list")
     assert code == 0 and "web" not in out
+
+
+def test_action_show_gives_one_action_with_its_events(cli: Cli) -> None:
+    json_of(cli, "boot", "web", "--flavor", "small", "--image", "tiny")
+    json_of(cli, "pause", "web")
+    pause = next(a for a in json_of(cli, "action", "list", "web") if a["action"] == "pause")
+    shown = json_of(cli, "action", "show", "web", pause["request_id"][:12])
+    assert shown == pause
+    assert [e["event"] for e in shown["events"]] == ["pause"]
+    code, out, _ = cli("action", "show", "web", pause["request_id"])
+    assert code == 0 and "EVENT" in out and "Success" in out
+    code, _, err = cli("action", "show", "web", "req-nope")
+    assert code == 2 and err.startswith("error:") and len(err.splitlines()) == 1

@@ -47,3 +47,34 @@ def list_(name: str, output: OutputOpt = OutputFormat.table) -> None:
             ("FINISH", "finish"),
         ],
     )
+
+
+@app.command("show")
+def show(name: str, request_id: str, output: OutputOpt = OutputFormat.table) -> None:
+    """Show one action (REQUEST_ID, or a unique prefix of it): its events with details."""
+    act = compute.action_show(ctx_for(output), name, request_id)
+    if output != OutputFormat.table:
+        emit(act, output)
+        return
+    typer.echo(
+        f"{act['action']} {act['request_id']}: {act['message'] or 'in progress'} "
+        f"({act['start_time']} - {act['finish_time'] or '...'})"
+    )
+    rows = [
+        {**e, "details": (e.get("details") or "").strip().splitlines()[-1:] or [""]}
+        for e in act["events"]
+    ]
+    for r in rows:
+        r["details"] = r["details"][0][:100]
+    emit(
+        rows,
+        output,
+        [
+            ("EVENT", "event"),
+            ("RESULT", "result"),
+            ("HOST", "host"),
+            ("START", "start_time"),
+            ("FINISH", "finish_time"),
+            ("DETAILS", "details"),
+        ],
+    )

@@ -20,6 +20,7 @@ from cloudctl.services.compute.power import console, lock, power, unlock
 from cloudctl.services.compute.rebuild import rebuild
 from cloudctl.services.compute.views import (
     action_list,
+    action_show,
     instance_view,
     list_instances,
     show_instance,
@@ -28,6 +29,7 @@ from cloudctl.services.compute.views import (
 __all__ = [
     "BootRequest",
     "action_list",
+    "action_show",
     "boot",
     "build_instances",
     "config_drive_files",

@@ -126,3 +126,11 @@ def action_list(ctx: Context, name: str) -> list[dict[str, Any]]:
             }
             for a in rows
         ]
+
+
+def action_show(ctx: Context, name: str, request_id: str) -> dict[str, Any]:
+    """One action of an instance by request id (a unique prefix will do), with its events."""
+    matches = [a for a in action_list(ctx, name) if a["request_id"].startswith(request_id)]
+    if len(matches) != 1:
+        raise NotFound(kind=f"action of instance {name}", name=request_id)
+    return matches[0]
