@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from cloudctl.db.models import Host
+from cloudctl import ledger
+from cloudctl.db.models import Allocation, Host, Instance, Migration
 from cloudctl.db.session import Database
 from cloudctl.domain.settings import Settings
 from cloudctl.executor.fake import FakeExecutor
@@ -26,8 +29,12 @@ def fake() -> FakeExecutor:
 
 
 @pytest.fixture
-def ctx(tmp_path: Path, fake: FakeExecutor) -> Iterator[Context]:
-    """A context over a fresh SQLite database, a fixed clock and a seeded RNG."""
+def ctx(tmp_path: Path, fake: FakeExecutor, request: pytest.FixtureRequest) -> Iterator[Context]:
+    """A context over a fresh SQLite database, a fixed clock and a seeded RNG.
+
+    After the test the ledger must equal the sum of the live guests (:func:`ledger_drift`),
+    unless the test is marked ``ledger_edited`` (it writes allocations by hand on purpose).
+    """
     settings = Settings(home=tmp_path / "home", db_url=f"sqlite:///{tmp_path / 'state.db'}")
     db = Database(settings.db_url)
     db.ensure_schema()
@@ -38,7 +45,61 @@ def ctx(tmp_path: Path, fake: FakeExecutor) -> Iterator[Context]:
         clock=lambda: NOW,
         rng=random.Random(42),
     )
+    if request.node.get_closest_marker("ledger_edited") is None:
+        with db.unit_of_work() as session:
+            assert ledger_drift(session) == []
     db.dispose()
+
+
+#: Migration states in which the source host still holds the move's allocation.
+MOVING = frozenset(
+    {
+        "queued",
+        "pre-migrating",
+        "preparing",
+        "migrating",
+        "running",
+        "finished",
+        "reverting",
+        "confirming",
+    }
+)
+
+
+def ledger_drift(session: Session) -> list[str]:
+    """Where the allocations differ from what the live guests (and moves under way) hold."""
+    expected: dict[tuple[int, str], dict[str, int]] = {}
+    optional: set[tuple[int, str]] = set()  # ERROR keeps its claim (as Nova) or has none
+    for inst in session.scalars(select(Instance).where(Instance.deleted == 0)):
+        if inst.host_id is None or inst.vm_state in ("deleted", "building"):
+            continue
+        key = (inst.host_id, inst.uuid)
+        expected[key] = ledger.resources_for(
+            inst.vcpus, inst.memory_mb, inst.root_gb, inst.ephemeral_gb, inst.swap_mb
+        )
+        if inst.vm_state == "error":
+            optional.add(key)
+    hosts = {h.name: h.id for h in session.scalars(select(Host))}
+    moving = {m.uuid: m for m in session.scalars(select(Migration)) if m.status in MOVING}
+    actual: dict[tuple[int, str], dict[str, int]] = {}
+    for a in session.scalars(select(Allocation)):
+        actual.setdefault((a.host_id, a.consumer_uuid), {})[a.resource_class] = a.used
+    drift = []
+    for key, held in actual.items():
+        host_id, consumer = key
+        mig = moving.get(consumer)
+        if mig is not None and hosts.get(mig.source_host or "") == host_id:
+            continue
+        if key not in expected:
+            drift.append(f"allocation {consumer} on host {host_id} belongs to no live guest")
+        elif expected[key] != held:
+            drift.append(f"allocation {consumer} on host {host_id}: {held} != {expected[key]}")
+    drift += [
+        f"live guest {consumer} has no allocation on host {host_id}"
+        for (host_id, consumer) in expected
+        if (host_id, consumer) not in actual and (host_id, consumer) not in optional
+    ]
+    return drift
 
 
 def add_host(ctx: Context, name: str, **kw: Any) -> None:

@@ -10,6 +10,9 @@ from cloudctl.db.models import Allocation, Host
 from cloudctl.services.context import Context
 from tests.conftest import add_host
 
+# These tests write allocations for made-up consumers on purpose.
+pytestmark = pytest.mark.ledger_edited
+
 RES = {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}
 
 

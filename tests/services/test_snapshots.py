@@ -194,6 +194,7 @@ def test_create_refusals_run_nothing(
     assert row(cloud, "web").task_state is None
 
 
+@pytest.mark.ledger_edited  # forces vm_state BUILDING on a guest that holds its claim
 def test_quiesce_needs_a_running_instance(cloud: Context, host: Host, web: str) -> None:
     with cloud.db.unit_of_work() as s:
         by_uuid(s, web).vm_state = VmState.STOPPED
