@@ -32,7 +32,8 @@ help:
 	@echo "make clean|distclean   remove caches and stamps | and the venv"
 
 setup: debs venv postgres host
-	@version=$$(virsh -c $(LIBVIRT_URI) version --daemon | grep -m1 'Running against daemon'); \
+	@# awk reads to the end: grep -m1 quitting early could kill virsh with SIGPIPE (exit 141)
+	@version=$$(virsh -c $(LIBVIRT_URI) version --daemon | awk '/Running against daemon/ && !n++'); \
 	echo "setup: libvirtd is up ($(LIBVIRT_URI)): $$version"
 
 # (a) Debian packages the venv needs (libvirt-dev, pkg-config, gcc, python3-dev, ...).
