@@ -8,8 +8,11 @@ the tiny image under TCG; libvirt between lab hosts is qemu+tcp to the hosts' la
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +23,7 @@ import pytest
 from tests.integration.conftest import Cli, make_home
 
 pytestmark = pytest.mark.integration
-MARKER = r"CLOUDCTL-GUEST-UP uuid=\S+ hostname=(\S+)"
+MARKER = r"CLOUDCTL-GUEST-UP uuid=(\S+) hostname=(\S+)"
 CONFIG = "service_down_time_s: 3600\nstop_timeout_s: 5\n"
 
 
@@ -62,6 +65,23 @@ def vms(c: Cli) -> dict[str, int]:
     return {h["name"]: h["running_vms"] for h in c.json("host", "list")}
 
 
+def memory_used(c: Cli) -> dict[str, int]:
+    return {h["name"]: h["memory_mb_used"] for h in c.json("host", "list")}
+
+
+def domstate(c: Cli, host: str, domain: str) -> str:
+    """libvirt's state of the domain on ``host``, with its reason, e.g. "running (migrated)"."""
+    return virsh(c, host, "domstate", "--reason", domain).strip()
+
+
+def guest_up(c: Cli, view: dict[str, str]) -> None:
+    """The guest printed its marker, with its own uuid and hostname, to its console."""
+    out = c.json("console", view["name"], "--wait-for", MARKER, "--timeout", "120")
+    assert out["found"], out["log"][-1500:]
+    found = re.search(MARKER, out["match"])
+    assert found is not None and found.groups() == (view["uuid"], view["name"])
+
+
 def clean(c: Cli) -> None:
     names = [i["name"] for i in c.json("list")]
     if names:
@@ -77,16 +97,20 @@ def boot(c: Cli, name: str, host: str) -> dict[str, str]:
 def test_live_migration_moves_a_running_guest(lab: Cli) -> None:
     clean(lab)
     view = boot(lab, "lm", "lab-1")
+    guest_up(lab, view)  # booted on the source before it moves
     mig = lab.json("live-migrate", "lm", "--host", "lab-2")
     assert (mig["status"], mig["source_host"], mig["dest_host"]) == ("completed", "lab-1", "lab-2")
     assert mig["shared_storage"] is True and mig["block_migration"] is False
+    assert mig["memory_total"] and mig["memory_processed"] == mig["memory_total"]
     assert view["domain"] in running_on(lab, "lab-2")
     assert view["domain"] not in defined_on(lab, "lab-1")
+    assert domstate(lab, "lab-2", view["domain"]).startswith("running")  # resumed there
     shown = lab.json("show", "lm")
     assert (shown["status"], shown["host"], shown["task_state"]) == ("ACTIVE", "lab-2", None)
+    assert shown["power_state"] == "RUNNING"
     assert vms(lab) == {"lab-1": 0, "lab-2": 1, "lab-3": 0}
-    out = lab.json("console", "lm", "--wait-for", MARKER, "--timeout", "120")
-    assert out["found"], out["log"][-1500:]
+    assert memory_used(lab) == {"lab-1": 0, "lab-2": 128, "lab-3": 0}
+    guest_up(lab, view)  # the console log, read from the destination now
     events = [e["event"] for e in lab.json("action", "list", "lm")[-1]["events"]]
     assert events[-1] == "post_live_migration"
     assert lab.json("migration", "list", "--instance", "lm")[-1]["status"] == "completed"
@@ -114,15 +138,28 @@ def test_failed_live_migration_rolls_back_to_the_source(lab: Cli) -> None:
             time.sleep(1)
     finally:
         config.write_text(CONFIG)
-    assert shown["status"] == "error", shown
+    assert shown["status"] == "error" and shown["error"], shown
     inst = lab.json("show", "lmfail")
     assert (inst["status"], inst["host"], inst["task_state"]) == ("ACTIVE", "lab-1", None)
+    assert inst["power_state"] == "RUNNING"
     assert view["domain"] in running_on(lab, "lab-1")
+    assert domstate(lab, "lab-1", view["domain"]).startswith("running")  # not left paused
     assert view["domain"] not in defined_on(lab, "lab-3")
+    lab3 = lab.home / "lab" / "hosts" / "lab-3"
+    assert not (lab3 / "run" / "libvirt" / "qemu" / f"{view['domain']}.xml").exists()
+    assert (lab.home / "lab" / "shared" / "instances" / view["uuid"] / "disk").is_file()
     assert vms(lab) == {"lab-1": 1, "lab-2": 0, "lab-3": 0}
+    assert memory_used(lab) == {"lab-1": 128, "lab-2": 0, "lab-3": 0}
+    with sqlite3.connect(lab.home / "state.db") as db:
+        faults = db.execute(
+            "SELECT message FROM instance_faults WHERE instance_uuid = ?", (view["uuid"],)
+        ).fetchall()
+    assert [m for (m,) in faults if "live-migration failed" in m], faults
     events = {(e["event"], e["result"]) for e in lab.json("action", "list", "lmfail")[-1]["events"]}
     assert ("live_migration", "Error") in events
     assert ("rollback_live_migration", "Success") in events
+    assert lab.json("live-migrate", "lmfail", "--host", "lab-3")["status"] == "completed"
+    assert view["domain"] in running_on(lab, "lab-3")
 
 
 def test_cold_migrate_confirm_and_resize_revert(lab: Cli) -> None:
@@ -184,8 +221,25 @@ def test_host_drain_moves_every_guest(lab: Cli) -> None:
     clean(lab)
     for name in ("dr-a", "dr-b"):
         boot(lab, name, "lab-1")
+    lab.run("pause", "dr-b")  # a paused guest cannot be live-migrated: the drain goes on
+    proc = lab.run("host", "drain", "lab-1", "-o", "json", check=False)
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["moved"], summary["failed"]) == (1, 1)
+    outcome = {g["name"]: (g["result"], g["host"]) for g in summary["guests"]}
+    assert outcome["dr-a"][0] == "moved" and outcome["dr-a"][1] in ("lab-2", "lab-3")
+    assert outcome["dr-b"] == ("failed", "lab-1")
+    assert lab.json("show", "dr-b")["status"] == "PAUSED"
+    lab.run("unpause", "dr-b")
     summary = lab.json("host", "drain", "lab-1")
-    assert (summary["moved"], summary["failed"]) == (2, 0)
+    assert (summary["moved"], summary["failed"]) == (1, 0)
+    for name in ("dr-a", "dr-b"):
+        [mig] = lab.json("migration", "list", "--instance", name)
+        assert (mig["type"], mig["status"], mig["source_host"]) == (
+            "live-migration",
+            "completed",
+            "lab-1",
+        )
     host = lab.json("host", "show", "lab-1")
     assert (host["status"], host["disabled_reason"], host["running_vms"]) == (
         "disabled",
@@ -194,6 +248,7 @@ def test_host_drain_moves_every_guest(lab: Cli) -> None:
     )
     assert running_on(lab, "lab-1") == set()
     assert {i["host"] for i in lab.json("list")} <= {"lab-2", "lab-3"}
+    assert memory_used(lab)["lab-1"] == 0
     lab.run("host", "enable", "lab-1")
     clean(lab)
 

@@ -150,9 +150,7 @@ def _summarise(summary: Mapping[str, Any], output: OutputFormat) -> None:
 def evacuate(name: str, output: OutputOpt = OutputFormat.table) -> None:
     """Rebuild every guest of a down host elsewhere; exit 1 if any failed."""
     ctx = ctx_for(output)
-    _summarise(
-        evacuate_service.host_evacuate(ctx, name, on_guest=_guest_progress(output)), output
-    )
+    _summarise(evacuate_service.host_evacuate(ctx, name, on_guest=_guest_progress(output)), output)
 
 
 @app.command("drain")

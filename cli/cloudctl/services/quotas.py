@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import func, select
@@ -37,10 +38,26 @@ def usage(session: Session, project_id: str) -> dict[str, int]:
 
 def check(session: Session, s: Settings, count: int, vcpus: int, memory_mb: int) -> None:
     """Refuse a request for ``count`` instances of this size that would exceed a limit."""
+    check_more(session, s, {"instances": count, "cores": count * vcpus, "ram": count * memory_mb})
+
+
+def check_resize(session: Session, s: Settings, old: tuple[int, int], new: tuple[int, int]) -> None:
+    """Refuse a resize from ``old`` to ``new`` (vcpus, memory_mb) whose growth exceeds a limit.
+
+    Only the growth counts (Nova's upsize delta): a smaller flavor needs no quota.
+    """
+    cores, ram = max(0, new[0] - old[0]), max(0, new[1] - old[1])
+    if cores or ram:
+        check_more(session, s, {"instances": 0, "cores": cores, "ram": ram})
+
+
+def check_more(session: Session, s: Settings, wanted: Mapping[str, int]) -> None:
+    """Refuse ``wanted`` more of each resource when it would take the project over a limit."""
     lim = limits(session, s, s.project_id)
     used = usage(session, s.project_id)
-    wanted = {"instances": count, "cores": count * vcpus, "ram": count * memory_mb}
     for res in RESOURCES:
+        if not wanted.get(res):
+            continue
         if lim[res] >= 0 and used[res] + wanted[res] > lim[res]:
             raise QuotaExceeded(resource=res, requested=wanted[res], used=used[res], limit=lim[res])
 
