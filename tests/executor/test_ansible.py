@@ -263,6 +263,47 @@ def test_prune_keeps_the_newest_finished_runs_and_young_unfinished_ones(tmp_path
     assert [p.name for p in executor.prune()] == [names[0]]
 
 
+def test_concurrent_runs_have_their_own_dirs_and_survive_each_others_prune(
+    ansible_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long run (a live migration) and a short one (its progress poll) at once, keep_runs=1."""
+    import ansible_runner
+
+    executor = make_executor(ansible_tree, tmp_path / "runs", keep_runs=1)
+    inside, release = threading.Event(), threading.Event()
+
+    def fake_run(*, private_data_dir: str, ident: str, **kwargs: Any) -> Any:
+        artifacts = Path(private_data_dir) / "artifacts" / ident
+        artifacts.mkdir(parents=True)
+        (artifacts / "stdout").write_text("ok\n")
+        # ansible-runner writes status, then rc: a prune in between must not take the dir away
+        (artifacts / "status").write_text("successful")
+        if threading.current_thread() is not threading.main_thread():
+            inside.set()
+            release.wait(10)
+        (artifacts / "rc").write_text("0")
+        config = type("Config", (), {"artifact_dir": str(artifacts)})
+        return type("Runner", (), {"config": config, "status": "successful", "rc": 0})
+
+    monkeypatch.setattr(ansible_runner, "run", fake_run)
+    request = RunRequest(playbook="ping.yml", hosts=(local("h1"),))
+    results: list[RunResult] = []
+    long_run = threading.Thread(target=lambda: results.append(executor.run(request)))
+    long_run.start()
+    assert inside.wait(10)
+    short = executor.run(request)  # prunes: the long run's dir is the older one
+    release.set()
+    long_run.join(10)
+    [long] = results
+    assert long.ok and short.ok
+    assert long.artifacts_dir != short.artifacts_dir
+    assert Path(short.artifacts_dir or "").is_dir()
+    assert (Path(long.artifacts_dir or "") / "rc").read_text() == "0"
+    assert len(list(executor.runs_dir.iterdir())) == 2
+    executor.prune()  # neither is running any more: back to keep_runs
+    assert len(list(executor.runs_dir.iterdir())) == 1
+
+
 # -- integration tests --------------------------------------------------------------------------
 
 

@@ -129,7 +129,12 @@ def test_failed_live_migration_rolls_back_to_the_source(lab: Cli) -> None:
         while not pidfile.exists() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert pidfile.exists(), lab.json("migration", "show", str(mig["id"]))
-        time.sleep(1)
+        live = lab.json("migration", "show", str(mig["id"]))
+        while live["memory_total"] is None and time.monotonic() < deadline:
+            time.sleep(1)  # progress samples are written while it runs
+            live = lab.json("migration", "show", str(mig["id"]))
+        assert live["status"] == "running" and live["memory_total"], live
+        assert live["memory_processed"] is not None
         os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)  # the destination dies
         while time.monotonic() < deadline:
             shown = lab.json("migration", "show", str(mig["id"]))

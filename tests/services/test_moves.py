@@ -4,6 +4,8 @@ move, one after, nothing left behind by a failure)."""
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -13,13 +15,14 @@ from sqlalchemy import select, update
 from cloudctl.db.models import Allocation, Host, Instance, InstanceFault, Migration
 from cloudctl.domain.settings import Settings
 from cloudctl.errors import (
+    ExecutorError,
     InvalidInput,
     InvalidState,
     NoValidHost,
     OperationFailed,
     QuotaExceeded,
 )
-from cloudctl.executor.base import RunRequest
+from cloudctl.executor.base import RunEvent, RunRequest
 from cloudctl.executor.fake import FakeExecutor
 from cloudctl.services import compute, flavors, quotas
 from cloudctl.services.compute import evacuate as evac
@@ -349,6 +352,157 @@ def test_a_failed_live_migration_rolls_back(
     assert ("rollback_live_migration", "Success") in events(moving)
     with moving.db.unit_of_work() as s:
         assert "connection reset" in s.scalars(select(InstanceFault)).one().message
+
+
+class Lines:
+    """A progress recorder: the service's info lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+    def run_event(self, event: RunEvent) -> None:
+        """Ignore."""
+
+
+def watched(moving: Context, fake: FakeExecutor, polls: int) -> threading.Event:
+    """A migrate_live.yml that runs until ``polls`` progress plays have run (or 10 s)."""
+    moving.settings = dataclasses.replace(moving.settings, live_migration_progress_interval_s=0.01)
+    polled = threading.Event()
+
+    def respond(req: RunRequest) -> dict[str, Any]:
+        polled.wait(10)
+        item = {"name": "x", "changed": True, "memory_total": 4 * MIB, "memory_processed": 5 * MIB}
+        return {"h1": {"live migrate": {"changed": True, "results": [item]}}}
+
+    def count(fake_run: Any) -> Any:
+        def run(request: RunRequest, on_event: Any = None) -> Any:
+            try:
+                return fake_run(request, on_event)
+            finally:
+                if sum(r.playbook == "migrate_progress.yml" for r in fake.requests) >= polls:
+                    polled.set()
+
+        return run
+
+    fake.on("migrate_live.yml", respond)
+    fake.run = count(fake.run)  # type: ignore[method-assign]
+    return polled
+
+
+MIB = 2**20
+
+
+def test_live_migration_records_and_shows_progress_while_it_runs(
+    moving: Context, fake: FakeExecutor
+) -> None:
+    lines = Lines()
+    moving.progress = lines
+    watched(moving, fake, polls=3)
+    rows: list[tuple[str, int | None, int | None]] = []
+    samples = iter([(0, 0), (MIB, 0), (3 * MIB, MIB)])
+
+    def progress(req: RunRequest) -> dict[str, Any]:
+        assert req.extravars["cloudctl_progress"] == {"h1": [{"name": guest_domain(moving)}]}
+        with moving.db.unit_of_work() as s:
+            mig = s.scalars(select(Migration)).one()
+            rows.append((mig.status, mig.memory_processed, mig.disk_processed))
+        memory, disk = next(samples, (3 * MIB, MIB))
+        item = {
+            "name": "x",
+            "active": True,
+            "memory_total": 4 * MIB,
+            "memory_processed": memory,
+            "disk_total": 2 * MIB,
+            "disk_processed": disk,
+        }
+        return {"h1": {"migration progress": {"changed": False, "results": [item]}}}
+
+    fake.on("migrate_progress.yml", progress)
+    view = live.live_migrate(moving, "web")
+    assert (view["status"], view["memory_total"], view["memory_processed"]) == (
+        "completed",
+        4 * MIB,
+        5 * MIB,
+    )
+    assert view["disk_total"] == 2 * MIB  # from the samples: the final result had none
+    polls = [r for r in fake.requests if r.playbook == "migrate_progress.yml"]
+    assert {tuple(h.name for h in r.hosts) for r in polls} == {("h1",)}  # the source only
+    # each poll sees what the one before it wrote, the migration still running
+    assert rows[:3] == [("running", None, None), ("running", 0, 0), ("running", MIB, 0)]
+    assert "live-migrate web: 25% of 4 MiB, disk 0% of 2 MiB" in lines.lines
+    assert "live-migrate web: 75% of 4 MiB, disk 50% of 2 MiB" in lines.lines
+    progress_lines = [line for line in lines.lines if line.startswith("live-migrate web:")]
+    assert len(progress_lines) == len(set(progress_lines))  # a line only when it changes
+
+
+@pytest.mark.parametrize("how", ["task fails", "run raises", "no job"])
+def test_a_failing_progress_poll_does_not_fail_the_live_migration(
+    moving: Context, fake: FakeExecutor, how: str
+) -> None:
+    lines = Lines()
+    moving.progress = lines
+    watched(moving, fake, polls=2)
+    if how == "task fails":
+        fake.fail("migrate_progress.yml", host="h1", task="migration progress", msg="no libvirt")
+    elif how == "run raises":
+
+        def broken(req: RunRequest) -> dict[str, Any]:
+            raise ExecutorError("ansible-runner failed to start", reason="boom")
+
+        fake.on("migrate_progress.yml", broken)
+    else:
+        idle = {"name": "x", "active": False, "memory_total": 9, "memory_processed": 9}
+        fake.on("migrate_progress.yml", lambda req: {"h1": {"migration progress": idle}})
+    view = live.live_migrate(moving, "web")
+    assert (view["status"], view["memory_total"], view["disk_total"]) == (
+        "completed",
+        4 * MIB,
+        None,
+    )
+    assert sum(r.playbook == "migrate_progress.yml" for r in fake.requests) >= 2
+    assert not [line for line in lines.lines if line.startswith("live-migrate web:")]
+    assert allocations(moving) == {("h2", "inst", 512)}
+
+
+@pytest.mark.ledger_edited  # the interrupted migration keeps its claims, as before
+def test_ctrl_c_while_live_migrating_aborts_the_job_on_the_source(
+    moving: Context, fake: FakeExecutor
+) -> None:
+    moving.settings = dataclasses.replace(moving.settings, live_migration_progress_interval_s=0.01)
+    aborted = threading.Event()
+
+    def migrate(req: RunRequest) -> dict[str, Any]:
+        assert aborted.wait(10)
+        return {
+            "h1": {"live migrate": {"failed": True, "msg": "migration job: canceled by client"}}
+        }
+
+    def progress(req: RunRequest) -> dict[str, Any]:
+        if req.extravars.get("cloudctl_job_state") == "aborted":
+            assert req.extravars["cloudctl_progress"] == {"h1": [{"name": guest_domain(moving)}]}
+            aborted.set()
+            return {"h1": {"migration progress": {"changed": True}}}
+        raise KeyboardInterrupt  # Ctrl-C while a poll runs in the calling thread
+
+    fake.on("migrate_live.yml", migrate)
+    fake.on("migrate_progress.yml", progress)
+    with pytest.raises(KeyboardInterrupt):
+        live.live_migrate(moving, "web")
+    assert aborted.is_set()
+    assert [r.playbook for r in fake.requests][-3:] == [
+        "migrate_live.yml",
+        "migrate_progress.yml",
+        "migrate_progress.yml",
+    ]
+    assert migration(moving)["status"] == "running"  # as before, an interrupt leaves its state
+
+
+def guest_domain(ctx: Context) -> str:
+    with ctx.db.unit_of_work() as s:
+        return s.scalars(select(Instance)).one().domain_name
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,9 @@ class Settings:
     live_migration_bandwidth_mib: int = 0
     #: A live migration still running after this long is aborted (and rolled back).
     live_migration_timeout_s: int = 600
+    #: Seconds between two reads of a running live migration's progress (a small play on the
+    #: source; the sample goes to the migration row and the console).
+    live_migration_progress_interval_s: float = 2.0
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
 

@@ -91,7 +91,11 @@ def ansible_bin_dir() -> Path:
 
 
 class AnsibleExecutor:
-    """Runs playbooks from ``playbooks_dir`` with ansible-runner; see the module docstring."""
+    """Runs playbooks from ``playbooks_dir`` with ansible-runner; see the module docstring.
+
+    Several threads may run at once: each run gets its own private data directory (so its own
+    inventory, extra vars and artifacts), and only the main thread's run catches signals.
+    """
 
     def __init__(
         self,
@@ -119,6 +123,10 @@ class AnsibleExecutor:
         self.keep_runs = keep_runs
         self.forks = forks
         self.timeout_s = timeout_s
+        # Run directories of this executor's runs still going on (several threads may run at
+        # once): prune() leaves them alone even when newer runs push them out of keep_runs.
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
 
     # -- the Executor protocol ---------------------------------------------------------------
 
@@ -131,13 +139,31 @@ class AnsibleExecutor:
         A SIGINT/SIGTERM during the run stops ansible-playbook, then is re-delivered to the
         handler that was in place before (so Ctrl-C still raises ``KeyboardInterrupt``).
         """
-        import ansible_runner  # the one import of ansible_runner in cloudctl
-
         playbook_path = self._playbook_path(request.playbook)
         bin_dir = ansible_bin_dir()
         inventory = protect_templates(render_inventory(request.hosts))
         extravars = protect_templates(dict(request.extravars))
         data_dir = self._new_run_dir(request.playbook)
+        try:
+            return self._run_in(
+                data_dir, request, on_event, playbook_path, bin_dir, inventory, extravars
+            )
+        finally:
+            with self._lock:
+                self._running.discard(data_dir.name)
+
+    def _run_in(
+        self,
+        data_dir: Path,
+        request: RunRequest,
+        on_event: EventHandler | None,
+        playbook_path: Path,
+        bin_dir: Path,
+        inventory: dict[str, Any],
+        extravars: dict[str, Any],
+    ) -> RunResult:
+        import ansible_runner  # the one import of ansible_runner in cloudctl
+
         inventory_path = data_dir / "inventory" / "hosts.json"
         _write_private_json(inventory_path, inventory)
         _write_private_json(data_dir / "env" / "extravars", extravars)
@@ -221,7 +247,8 @@ class AnsibleExecutor:
         """Delete run directories beyond the newest ``keep_runs``; returns what was deleted.
 
         A directory whose run has not recorded a final status may belong to a run still going on
-        in another process: it is deleted only once older than a day.
+        in another process: it is deleted only once older than a day. The directories of this
+        executor's runs still going on (in other threads) are never deleted.
         """
         if not self.runs_dir.is_dir():
             return []
@@ -231,7 +258,11 @@ class AnsibleExecutor:
         )
         removed: list[Path] = []
         now = time.time()
+        with self._lock:
+            running = set(self._running)
         for path in runs[: max(0, len(runs) - self.keep_runs)]:
+            if path.name in running:
+                continue
             finished = (path / "artifacts" / ARTIFACTS_IDENT / "status").exists()
             try:
                 stale = now - path.stat().st_mtime > STALE_RUN_S
@@ -258,6 +289,8 @@ class AnsibleExecutor:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         stem = Path(playbook).stem.replace("-", "_") or "run"
         path = Path(tempfile.mkdtemp(prefix=f"{stamp}-{stem}-", dir=self.runs_dir))
+        with self._lock:
+            self._running.add(path.name)
         path.chmod(0o700)
         return path
 

@@ -3,8 +3,10 @@ manager's pre_live_migration / live_migration / post_live_migration / _rollback_
 
 queued -> preparing (schedule and claim the destination, the pre-check play: hypervisor type and
 version, the source's CPU compared on the destination, the shared storage probe that decides a
-block migration) -> running (the source's cloudctl_migrate runs libvirt's peer-to-peer migration,
-polling its job statistics, which end up in the migration row) -> completed, with the
+block migration) -> running (the source's cloudctl_migrate runs libvirt's peer-to-peer migration
+in a worker thread while this one reads its job statistics every few seconds with a small play on
+the source, writing each sample to the migration row and the console; the final numbers come with
+the migration's result) -> completed, with the
 source's allocation dropped; or, on any failure, a rollback: the destination's domain (and copied
 disks) removed, the guest left running on the source, the claims undone, the instance ACTIVE and
 the migration in ``error`` with a fault.
@@ -12,16 +14,21 @@ the migration in ``error`` with a fault.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any
 
 from cloudctl.domain.states import PowerState, TaskState, VmState
 from cloudctl.errors import InvalidInput, InvalidState, NoValidHost, OperationFailed
-from cloudctl.executor.base import RunRequest, RunResult
+from cloudctl.executor.base import HostTarget, RunRequest, RunResult
 from cloudctl.services import actions, hosts
 from cloudctl.services.compute.common import (
     by_uuid,
     check_state,
+    failure_reason,
     get_instance,
     launch_worker,
 )
@@ -46,7 +53,13 @@ from cloudctl.services.compute.moves import (
 )
 from cloudctl.services.context import Context
 
+log = logging.getLogger(__name__)
+
 BLOCK_MODES = ("auto", "yes", "no")
+#: The job statistics a progress sample carries (the migration row's progress columns).
+STAT_KEYS = ("memory_total", "memory_processed", "disk_total", "disk_processed")
+#: The shortest pause between two progress samples, whatever the settings say.
+MIN_PROGRESS_INTERVAL_S = 0.1
 
 
 def live_migrate(
@@ -238,8 +251,9 @@ def _start(
         }
         targets = (hosts.host_target(source), hosts.host_target(dest))
         source_name, name = source.name, inst.name
-    result, error = run_play(
+    result, error = _run_watched(
         ctx,
+        mig_uuid,
         RunRequest(
             playbook="migrate_live.yml",
             hosts=targets,
@@ -249,10 +263,91 @@ def _start(
             },
             description=f"live-migrate {name}",
         ),
+        targets[0],
+        str(guest["name"]),
+        name,
     )
     done = _item(result.result("live migrate", source_name) or {}) if result else {}
     record_progress(ctx, mig_uuid, done)
     return error, result
+
+
+def _run_watched(
+    ctx: Context,
+    mig_uuid: str,
+    request: RunRequest,
+    source: HostTarget,
+    domain: str,
+    name: str,
+) -> tuple[RunResult | None, str | None]:
+    """``run_play(request)`` in a worker thread while this thread samples the progress.
+
+    Every ``live_migration_progress_interval_s`` a migrate_progress.yml play reads the job on the
+    source; an active job's numbers go to the migration row (one short transaction) and to the
+    console. The worker only runs the play. A sample that fails is logged and skipped: it never
+    fails the migration, and the next one starts only after a full interval. Ctrl-C aborts the
+    job on the source, waits for the play to end, then goes on as ``KeyboardInterrupt``.
+    """
+    interval = max(MIN_PROGRESS_INTERVAL_S, ctx.settings.live_migration_progress_interval_s)
+    executor = ctx.executor  # built here, not lazily by two threads at once
+    poll = RunRequest(
+        playbook="migrate_progress.yml",
+        hosts=(source,),
+        extravars={"cloudctl_progress": {source.name: [{"name": domain}]}},
+        description=f"live-migration progress of {name}",
+    )
+    shown = ""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-migrate") as pool:
+        future = pool.submit(run_play, ctx, request)
+        try:
+            while True:
+                try:
+                    return future.result(timeout=interval)
+                except TimeoutError:
+                    pass
+                try:
+                    # No run events: a poll's task lines every few seconds would drown the console.
+                    sample = _progress_sample(executor.run(poll), source.name)
+                    if sample:
+                        record_progress(ctx, mig_uuid, sample)
+                        line = _progress_line(name, sample)
+                        if line != shown:
+                            ctx.progress.info(line)
+                            shown = line
+                except Exception:
+                    # Progress is a nicety: whatever breaks here (the poll, the database) must
+                    # not leave the running migration without its result, rollback or ledger.
+                    log.info("live-migration progress of %s not read", name, exc_info=True)
+        except KeyboardInterrupt:
+            # Only the main thread's plays see Ctrl-C: abort the libvirt job, as stopping the
+            # play did when it ran here, rather than wait for the whole migration.
+            abort = dict(poll.extravars, cloudctl_job_state="aborted")
+            with suppress(Exception):
+                executor.run(dataclasses.replace(poll, extravars=abort))
+            future.result()
+            raise
+
+
+def _progress_sample(result: RunResult, host: str) -> dict[str, int]:
+    """The job numbers of an active migration in a migrate_progress.yml result (else empty)."""
+    if not result.ok:
+        log.info("live-migration progress not read: %s", failure_reason(result))
+        return {}
+    item = _item(result.result("migration progress", host) or {})
+    if not item.get("active"):
+        return {}
+    return {key: int(item[key]) for key in STAT_KEYS if item.get(key) is not None}
+
+
+def _progress_line(name: str, sample: Mapping[str, int]) -> str:
+    """A console line for a progress sample: ``live-migrate web: 45% of 128 MiB``."""
+    parts = []
+    for key, label in (("memory", ""), ("disk", "disk ")):
+        total, done = sample.get(f"{key}_total"), sample.get(f"{key}_processed")
+        if total and done is not None:
+            percent = min(100, done * 100 // total)
+            parts.append(f"{label}{percent}% of {total // 2**20} MiB")
+    return f"live-migrate {name}: {', '.join(parts) or 'starting'}"
 
 
 def _item(data: Mapping[str, Any]) -> dict[str, Any]:
