@@ -76,6 +76,7 @@ test-integration: setup
 
 lint: venv
 	$(BIN)/ruff check cli library tests benchmarks roles
+	$(BIN)/ruff format --check cli library tests benchmarks roles
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

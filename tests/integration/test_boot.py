@@ -91,7 +91,9 @@ def test_stop_start_reboot_read_power_back_from_libvirt(cli: Cli) -> None:
     [s] = cli.json("reboot", "pwr", "--hard")
     assert (s["status"], s["power_state"]) == ("ACTIVE", "RUNNING")
     refused = cli.run("start", "pwr", check=False)
-    assert refused.returncode == 1 and "cannot start instance pwr: vm_state active" in refused.stderr
+    assert (
+        refused.returncode == 1 and "cannot start instance pwr: vm_state active" in refused.stderr
+    )
     assert [a["action"] for a in cli.json("action", "list", "pwr")] == [
         "create",
         "stop",
