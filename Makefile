@@ -75,8 +75,8 @@ test-integration: setup
 	CLOUDCTL_TEST_PG_URL=$$url $(BIN)/pytest -q -p no:cacheprovider -m integration $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check cli library tests benchmarks roles
-	$(BIN)/ruff format --check cli library tests benchmarks roles
+	$(BIN)/ruff check cli library inventory tests benchmarks roles
+	$(BIN)/ruff format --check cli library inventory tests benchmarks roles
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
