@@ -32,6 +32,30 @@ BoolArray = npt.NDArray[np.bool_]
 HEADER = 5
 
 
+def _unpack(
+    plan: IntArray, limits: FloatArray
+) -> tuple[int, int, IntArray, IntArray, FloatArray, IntArray, FloatArray, FloatArray, IntArray]:
+    """Split the packed ``plan``/``limits`` (see :data:`HEADER`) into their parts."""
+    n_w = plan[0]
+    n_ge = plan[1]
+    n_lt = plan[2]
+    n_cand = plan[3]
+    p_ge = HEADER + n_w
+    p_lt = p_ge + n_ge
+    p_cand = p_lt + n_lt
+    return (
+        n_w,
+        plan[4],
+        plan[HEADER:p_ge].copy(),
+        plan[p_ge:p_lt].copy(),
+        limits[n_w : n_w + n_ge].copy(),
+        plan[p_lt:p_cand].copy(),
+        limits[n_w + n_ge : n_w + n_ge + n_lt].copy(),
+        limits[:n_w].copy(),
+        plan[p_cand : p_cand + n_cand].copy(),
+    )
+
+
 def scan_py(
     raw: FloatMatrix,
     cols: FloatMatrix,
@@ -50,33 +74,22 @@ def scan_py(
     index: hosts are sorted by name) are written to ``out``/``out_idx`` with their totals and
     per-weigher weights, exactly as the pipeline computes them.
     """
-    n_w = plan[0]
-    n_ge = plan[1]
-    n_lt = plan[2]
-    n_cand = plan[3]
-    keep = plan[4]
-    p_ge = HEADER + n_w
-    p_lt = p_ge + n_ge
-    p_cand = p_lt + n_lt
-    wcols = plan[HEADER:p_ge].copy()
-    ge_cols = plan[p_ge:p_lt].copy()
-    lt_cols = plan[p_lt:p_cand].copy()
-    mult = limits[:n_w].copy()
-    ge_thr = limits[n_w : n_w + n_ge].copy()
-    lt_thr = limits[n_w + n_ge : n_w + n_ge + n_lt].copy()
+    n_w, keep, wcols, ge_cols, ge_thr, lt_cols, lt_thr, mult, cands = _unpack(plan, limits)
+    n_cand = cands.shape[0]
     members = np.empty(n_cand, dtype=np.int64)
     n = 0
     for k in range(n_cand):
-        i = plan[p_cand + k]
+        i = cands[k]
         if not extra[i]:
             continue
+        # Inline rather than _passes(): a call per host made the whole scan a third slower.
         ok = True
-        for c in range(n_ge):
+        for c in range(ge_cols.shape[0]):
             if not cols[i, ge_cols[c]] >= ge_thr[c]:
                 ok = False
                 break
         if ok:
-            for c in range(n_lt):
+            for c in range(lt_cols.shape[0]):
                 if not cols[i, lt_cols[c]] < lt_thr[c]:
                     ok = False
                     break
@@ -288,21 +301,8 @@ def place_py(
     the changed ones are scored afresh. Otherwise, or when the ranking runs out, the class is
     ranked again from scratch. Returns the number of members (0: none; nothing written).
     """
-    n_w = plan[0]
-    n_ge = plan[1]
-    n_lt = plan[2]
-    n_cand = plan[3]
-    keep = plan[4]
-    p_ge = HEADER + n_w
-    p_lt = p_ge + n_ge
-    p_cand = p_lt + n_lt
-    wcols = plan[HEADER:p_ge].copy()
-    ge_cols = plan[p_ge:p_lt].copy()
-    lt_cols = plan[p_lt:p_cand].copy()
-    cands = plan[p_cand : p_cand + n_cand].copy()
-    mult = limits[:n_w].copy()
-    ge_thr = limits[n_w : n_w + n_ge].copy()
-    lt_thr = limits[n_w + n_ge : n_w + n_ge + n_lt].copy()
+    n_w, keep, wcols, ge_cols, ge_thr, lt_cols, lt_thr, mult, cands = _unpack(plan, limits)
+    n_cand = cands.shape[0]
     o_lo = I_HEAD
     o_hi = I_HEAD + n_w
     o_cache = I_HEAD + 2 * n_w
@@ -462,6 +462,7 @@ ScanFn = Callable[..., int]
 
 _jit = numba.njit(cache=False, nogil=True, fastmath=False)
 # The helpers are called by name from the compiled functions: compile them first.
+_unpack = _jit(_unpack)
 _passes = _jit(_passes)
 _extremes = _jit(_extremes)
 _exact = _jit(_exact)
