@@ -13,6 +13,7 @@ from ansible.module_utils.cloudctl_common import (
     GiB,
     nearest_existing_path,
 )
+from ansible.module_utils.cloudctl_files import survey
 from ansible.module_utils.cloudctl_libvirt import connect, is_no_domain, libvirt, state_name
 
 DOCUMENTATION = r"""
@@ -22,6 +23,8 @@ short_description: Report a compute host's capacity, CPU, hypervisor and domains
 description:
   - Reads the libvirt capabilities, node info and domain list of one host, and the size of
     the filesystem that holds the instances directory.
+  - With I(files=true), also surveys the instances directory (guest directories, C(_resize)
+    stashes and cached base files) for the cleanup of leftovers.
   - Never changes anything; safe in check mode.
 options:
   libvirt_uri:
@@ -34,6 +37,14 @@ options:
         filesystem of its nearest existing parent is measured.
     type: path
     default: /var/lib/cloudctl/instances
+  files:
+    description:
+      - Also return C(host_facts.files), a survey of the entries directly under
+        I(instances_path) and of the base files in its C(_base/) directory, with whether a
+        qcow2 overlay uses each base file (read from the qcow2 headers; nothing deeper than
+        one directory level is looked at).
+    type: bool
+    default: false
 requirements:
   - libvirt-python
 author: cloudctl
@@ -48,6 +59,13 @@ EXAMPLES = r"""
 - name: Show free disk
   ansible.builtin.debug:
     msg: "{{ facts.host_facts.disk_free_gb }} GiB free"
+
+- name: Survey instance directories and base files too
+  cloudctl_host_facts:
+    libvirt_uri: qemu:///system
+    instances_path: /var/lib/cloudctl/instances
+    files: true
+  register: survey
 """
 
 RETURN = r"""
@@ -113,6 +131,47 @@ host_facts:
         - name: instance-0001
           uuid: 5e1b4c1e-8a0c-4d6f-9d5e-0f4c3b2a1d00
           state: running
+    files:
+      description:
+        - Survey of I(instances_path), only with I(files=true); both lists are empty if
+          I(instances_path) does not exist.
+      returned: when files is true
+      type: dict
+      contains:
+        instance_dirs:
+          description:
+            - Every entry directly under I(instances_path) except those whose name starts with
+              C(_) or C(.) (so not C(_base)), sorted by name.
+            - C(uuid) is set for C(<uuid>) (C(kind=instance)) and C(<uuid>_resize)
+              (C(kind=resize)), null for anything else (C(kind=other)).
+            - C(mtime) is the newest modification time (epoch seconds) of the entry and its
+              direct children; C(size_bytes) the sum of the direct children's apparent sizes.
+            - C(identity) is C(<inode>:<ctime ns>) of the entry itself: two hosts showing the
+              same identity see one directory on shared storage.
+          type: list
+          elements: dict
+          sample:
+            - name: 5e1b4c1e-8a0c-4d6f-9d5e-0f4c3b2a1d00
+              uuid: 5e1b4c1e-8a0c-4d6f-9d5e-0f4c3b2a1d00
+              kind: instance
+              mtime: 1700000000.5
+              size_bytes: 1966080
+              identity: "1835009:1700000000123456789"
+        base_files:
+          description:
+            - The regular files in C(_base/), sorted by name.
+            - C(in_use) is true if a qcow2 file directly inside any directory under
+              I(instances_path) (C(_resize) stashes included) names the file as its backing
+              file, by real path or by the same file name (a disk copied from a host with
+              another instances path).
+          type: list
+          elements: dict
+          sample:
+            - name: 3f79bb7b435b05321651daefd374cdc681dc06faa65e374e38337b88ca046dea
+              size_bytes: 16777216
+              mtime: 1700000000.0
+              atime: 1700000100.0
+              in_use: true
 """
 
 
@@ -198,6 +257,7 @@ def gather(conn: Any, instances_path: str) -> dict[str, Any]:
 ARGUMENT_SPEC: dict[str, Any] = {
     "libvirt_uri": {"type": "str", "required": True},
     "instances_path": {"type": "path", "default": DEFAULT_INSTANCES_PATH},
+    "files": {"type": "bool", "default": False},
 }
 
 
@@ -209,8 +269,12 @@ def main() -> None:
     conn = connect(module, module.params["libvirt_uri"], readonly=True)
     try:
         facts = gather(conn, module.params["instances_path"])
+        if module.params["files"]:
+            facts["files"] = survey(module.params["instances_path"])
     except libvirt.libvirtError as exc:
         module.fail_json(msg=f"libvirt error while gathering host facts: {exc}")
+    except OSError as exc:
+        module.fail_json(msg=f"cannot survey {module.params['instances_path']}: {exc}")
     finally:
         conn.close()
     module.exit_json(changed=False, host_facts=facts)

@@ -90,14 +90,17 @@ def exit_batch(
     results: list[dict[str, Any]],
     errors: list[GuestError],
     diffs: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> NoReturn:
     """End a batched module call.
 
     Every guest is handled even if another one failed; if any failed, the call fails with a
     message naming each failed guest and why, and ``results`` still holds every guest's entry
-    (failed ones carry ``failed: true`` and ``msg``).
+    (failed ones carry ``failed: true`` and ``msg``). ``extra`` adds module-specific return
+    values next to ``changed`` and ``results``.
     """
     outcome: dict[str, Any] = {
+        **(extra or {}),
         "changed": any(r.get("changed") for r in results),
         "results": results,
     }

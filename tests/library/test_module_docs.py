@@ -22,6 +22,7 @@ MODULES = [
     "cloudctl_domain",
     "cloudctl_console",
     "cloudctl_snapshot",
+    "cloudctl_host_cleanup",
 ]
 
 
