@@ -146,8 +146,8 @@ host_facts:
               (C(kind=resize)), null for anything else (C(kind=other)).
             - C(mtime) is the newest modification time (epoch seconds) of the entry and its
               direct children; C(size_bytes) the sum of the direct children's apparent sizes.
-            - C(identity) is C(<inode>:<ctime ns>) of the entry itself: two hosts showing the
-              same identity see one directory on shared storage.
+            - C(identity) is the inode and change time (ns) of the entry itself, joined by a
+              colon; two hosts showing the same identity see one directory on shared storage.
           type: list
           elements: dict
           sample:
