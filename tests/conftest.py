@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloudctl import ledger
-from cloudctl.db.models import Allocation, Host, Instance, Migration
+from cloudctl.db.models import Host
 from cloudctl.db.session import Database
 from cloudctl.domain.settings import Settings
 from cloudctl.executor.fake import FakeExecutor
+from cloudctl.services import reconcile
 from cloudctl.services.context import Context
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
@@ -51,55 +50,12 @@ def ctx(tmp_path: Path, fake: FakeExecutor, request: pytest.FixtureRequest) -> I
     db.dispose()
 
 
-#: Migration states in which the source host still holds the move's allocation.
-MOVING = frozenset(
-    {
-        "queued",
-        "pre-migrating",
-        "preparing",
-        "migrating",
-        "running",
-        "finished",
-        "reverting",
-        "confirming",
-    }
-)
-
-
 def ledger_drift(session: Session) -> list[str]:
-    """Where the allocations differ from what the live guests (and moves under way) hold."""
-    expected: dict[tuple[int, str], dict[str, int]] = {}
-    optional: set[tuple[int, str]] = set()  # ERROR keeps its claim (as Nova) or has none
-    for inst in session.scalars(select(Instance).where(Instance.deleted == 0)):
-        if inst.host_id is None or inst.vm_state in ("deleted", "building"):
-            continue
-        key = (inst.host_id, inst.uuid)
-        expected[key] = ledger.resources_for(
-            inst.vcpus, inst.memory_mb, inst.root_gb, inst.ephemeral_gb, inst.swap_mb
-        )
-        if inst.vm_state == "error":
-            optional.add(key)
-    hosts = {h.name: h.id for h in session.scalars(select(Host))}
-    moving = {m.uuid: m for m in session.scalars(select(Migration)) if m.status in MOVING}
-    actual: dict[tuple[int, str], dict[str, int]] = {}
-    for a in session.scalars(select(Allocation)):
-        actual.setdefault((a.host_id, a.consumer_uuid), {})[a.resource_class] = a.used
-    drift = []
-    for key, held in actual.items():
-        host_id, consumer = key
-        mig = moving.get(consumer)
-        if mig is not None and hosts.get(mig.source_host or "") == host_id:
-            continue
-        if key not in expected:
-            drift.append(f"allocation {consumer} on host {host_id} belongs to no live guest")
-        elif expected[key] != held:
-            drift.append(f"allocation {consumer} on host {host_id}: {held} != {expected[key]}")
-    drift += [
-        f"live guest {consumer} has no allocation on host {host_id}"
-        for (host_id, consumer) in expected
-        if (host_id, consumer) not in actual and (host_id, consumer) not in optional
-    ]
-    return drift
+    """Where the allocations differ from what the live guests (and moves under way) hold.
+
+    The product's own check (``cloudctl verify``'s ELEDGER findings), with no host asked.
+    """
+    return [f.line() for f in reconcile.ledger_findings(session, NOW)]
 
 
 def add_host(ctx: Context, name: str, **kw: Any) -> None:

@@ -23,6 +23,7 @@ from cloudctl.commands import (
     lab,
     migration,
     quota,
+    reconcile,
     schedule,
     server,
     server_group,
@@ -98,6 +99,9 @@ app.add_typer(server_group.app, name="server-group")
 app.add_typer(quota.app, name="quota")
 app.add_typer(schedule.app, name="schedule")
 app.command("capacity")(schedule.capacity)
+app.command("verify")(reconcile.verify)
+app.command("reconcile")(reconcile.reconcile)
+app.command("agent")(reconcile.agent)
 app.add_typer(lab.app, name="lab")
 app.add_typer(db.app, name="db")
 

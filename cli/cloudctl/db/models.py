@@ -356,6 +356,19 @@ class InstanceActionEvent(Base):
     action_row: Mapped[InstanceAction] = relationship(back_populates="events")
 
 
+class HostEvent(Base):
+    """Something that happened to a host rather than to one instance (reconcile, up/down)."""
+
+    __tablename__ = "host_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), index=True)
+    event: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class InstanceFault(Base):
     """Why an instance went to ERROR."""
 

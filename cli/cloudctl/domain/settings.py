@@ -69,6 +69,24 @@ class Settings:
     #: Seconds between two reads of a running live migration's progress (a small play on the
     #: source; the sample goes to the migration row and the console).
     live_migration_progress_interval_s: float = 2.0
+    #: What reconcile does when libvirt and the books disagree on a guest's power state:
+    #: ``report`` records what libvirt says, ``restore`` puts the guest back as the books say.
+    sync_power_state_policy: str = "report"
+    #: Nova's running_deleted_instance_action: ``reap`` (destroy, undefine, remove files),
+    #: ``log`` (report only) or ``noop``, for domains of instances the books say are deleted.
+    running_deleted_instance_action: str = "reap"
+    #: Nova's instance_build_timeout: a BUILDING instance older than this goes to ERROR (0 = never).
+    instance_build_timeout_s: int = 3600
+    #: Any other task (migrating, resize_*, rebooting...) left this long goes to ERROR (0 = never).
+    task_timeout_s: int = 3600
+    #: Instance directories no guest owns are removed once untouched this long (a boot in
+    #: progress on another controller must never lose its files).
+    orphan_files_min_age_s: int = 600
+    #: Nova's remove_unused_base_images and remove_unused_original_minimum_age_seconds.
+    remove_unused_base_images: bool = True
+    remove_unused_base_images_min_age_s: int = 86400
+    #: Seconds between two passes of ``cloudctl agent`` (its --interval default).
+    reconcile_interval_s: int = 60
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
 

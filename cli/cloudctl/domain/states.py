@@ -96,6 +96,18 @@ _LIBVIRT_STATES: dict[str, PowerState] = {
 }
 
 
+#: libvirt state -> the vm_state of an idle instance whose domain is in it.
+VM_STATE_OF_DOMAIN: dict[str, str] = {
+    "running": VmState.ACTIVE,
+    "blocked": VmState.ACTIVE,
+    "paused": VmState.PAUSED,
+    "shutoff": VmState.STOPPED,
+    "shutdown": VmState.STOPPED,
+    "crashed": VmState.STOPPED,
+    "pmsuspended": VmState.STOPPED,
+}
+
+
 def display_status(vm_state: str, task_state: str | None) -> str:
     """The one-word status shown in lists, as Nova's API derives it."""
     if vm_state == VmState.BUILDING:

@@ -110,6 +110,25 @@ def release(session: Session, consumer_uuid: str, host_id: int | None = None) ->
     return int(removed or 0)
 
 
+def set_allocation(
+    session: Session, host: Host, consumer_uuid: str, resources: Mapping[str, int]
+) -> None:
+    """Make ``consumer_uuid``'s allocation on ``host`` exactly ``resources`` (a heal: no limit).
+
+    Reconcile's repair of a ledger that lost or garbled a row: the guest is there whether the
+    host has room or not, so capacity is not checked; the generation is still bumped so a
+    concurrent claim on the host retries against the new usage.
+    """
+    session.execute(
+        delete(Allocation).where(
+            Allocation.consumer_uuid == consumer_uuid, Allocation.host_id == host.id
+        )
+    )
+    session.flush()
+    session.refresh(host, ["generation"])
+    claim(session, host, consumer_uuid, resources, host.generation)
+
+
 def move_to_consumer(session: Session, host_id: int, from_consumer: str, to_consumer: str) -> int:
     """Hand ``from_consumer``'s allocations on one host to ``to_consumer`` (usage unchanged).
 

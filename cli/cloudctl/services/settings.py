@@ -62,6 +62,16 @@ def load_settings(
         )
     except TypeError as exc:
         raise ConfigError(reason=f"{config_path}: {exc}") from exc
+    choices = {
+        "sync_power_state_policy": ("report", "restore"),
+        "running_deleted_instance_action": ("reap", "log", "noop"),
+    }
+    for name, allowed in choices.items():
+        if getattr(settings, name) not in allowed:
+            raise ConfigError(
+                reason=f"{config_path}: {name} must be one of {', '.join(allowed)}, "
+                f"not {getattr(settings, name)!r}"
+            )
     # Unknown plugin names stop every command at start-up, not the first boot hours later.
     if scheduler.enabled_filters is not None:
         load_filters(scheduler.enabled_filters, scheduler)

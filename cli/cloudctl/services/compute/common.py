@@ -343,6 +343,27 @@ def instance_locks(ctx: Context, uuids: Iterable[str], *, what: str = "") -> Ite
         yield
 
 
+def instances_busy(ctx: Context, uuids: Iterable[str]) -> frozenset[str]:
+    """The instances whose lock a live cloudctl command holds right now (never waits).
+
+    Reconcile leaves them alone: their task_state and allocations are that command's to change.
+    """
+    lock_dir = ctx.settings.home / "locks"
+    busy = set()
+    for u in uuids:
+        path = lock_dir / f"instance-{u}.lock"
+        if not path.exists():
+            continue
+        with path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                busy.add(u)
+            else:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    return frozenset(busy)
+
+
 def launch_worker(settings: Settings, args: Sequence[str]) -> None:
     """Run ``cloudctl <args>`` detached (``--no-wait``): it outlives this command."""
     log_dir = settings.home / "logs"

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from cloudctl.db.models import Image, Instance, Snapshot
 from cloudctl.domain import validation
-from cloudctl.domain.states import PowerState, TaskState, VmState
+from cloudctl.domain.states import VM_STATE_OF_DOMAIN, PowerState, TaskState, VmState
 from cloudctl.errors import (
     AlreadyExists,
     InvalidInput,
@@ -61,15 +61,6 @@ CHANGE_VM_STATES = (VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.ERR
 TASK = "snapshot"
 EXPORT_TASK = "export"
 MAX_DESCRIPTION = 1024
-
-_VM_STATE_OF = {
-    "running": VmState.ACTIVE,
-    "blocked": VmState.ACTIVE,
-    "paused": VmState.PAUSED,
-    "shutoff": VmState.STOPPED,
-    "shutdown": VmState.STOPPED,
-    "crashed": VmState.STOPPED,
-}
 
 
 @dataclass(frozen=True)
@@ -207,7 +198,7 @@ def _apply_domain_state(inst: Instance, entry: Mapping[str, Any] | None) -> None
     state = str((entry or {}).get("domain_state") or "")
     if state and state != "absent":
         inst.power_state = PowerState.from_libvirt(state)
-        inst.vm_state = _VM_STATE_OF.get(state, inst.vm_state)
+        inst.vm_state = VM_STATE_OF_DOMAIN.get(state, inst.vm_state)
 
 
 def _finish(session: Session, ctx: Context, inst: Instance, run: _Run) -> None:

@@ -1,0 +1,751 @@
+"""Where the books and the hosts disagree: the pure decision behind ``verify`` and ``reconcile``.
+
+Input is a snapshot of the books (:class:`Books`, read from SQL by the services layer), what one
+survey play saw on every host (:class:`HostSeen`: reachable or not, its libvirt domains, the
+files under its instances path) and the knobs (:class:`Policy`). :func:`audit` returns
+:class:`Finding` objects, each with a stable code (Ganeti's ``cluster verify`` style), a
+severity, the object it is about, a one-line message and the :class:`Fix` that would make the
+books and the hosts agree again (None when only an operator can decide). Nothing here reads a
+clock, a database or a host: the tables in tests/audit/ drive it.
+
+Codes (stable; scripts may match on them):
+
+========== ======== ==================================================================
+ELEDGER001 error    an instance's allocation is on another host than the instance
+ELEDGER002 error    an allocation whose consumer is no live instance or move under way
+ELEDGER003 error    a live instance with no allocation on its host
+ELEDGER004 error    an allocation whose amounts differ from the instance's flavor
+EDOMAIN001 error    an instance's domain is missing from its host
+EDOMAIN002 error    an instance's domain is on another host than the books say
+EDOMAIN003 error    a deleted instance's domain is still on a host
+EDOMAIN004 warning  a domain cloudctl does not know (not its own, or to adopt)
+EDOMAIN005 error    a stale copy of a guest's domain on another host (e.g. after evacuation)
+EPOWER001  error    the domain's power state differs from the instance's vm_state
+ESTATE001  error    an instance stuck in a task (or BUILDING) past its timeout
+EHOST001   error    a host without a heartbeat for longer than service_down_time
+EHOST002   warning  a host that did not answer the survey (not down yet)
+EFILE001   warning  an instance directory no live instance on that host owns
+EFILE002   warning  a resize stash (``<uuid>_resize``) no move under way needs
+EFILE003   warning  a cached base image no disk uses, older than the minimum age
+========== ======== ==================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from cloudctl.domain.states import VM_STATE_OF_DOMAIN, PowerState, TaskState, VmState
+
+Severity = Literal["error", "warning"]
+PowerPolicy = Literal["report", "restore"]
+DeletedPolicy = Literal["reap", "log", "noop"]
+
+#: Migration statuses in which the source host still holds the move's allocation (under the
+#: migration's uuid) and in which the stash and the destination's files are in use.
+MOVING_STATUSES = frozenset(
+    {
+        "queued",
+        "pre-migrating",
+        "preparing",
+        "migrating",
+        "running",
+        "finished",
+        "reverting",
+        "confirming",
+    }
+)
+
+#: vm_state -> libvirt states that agree with it (an idle instance).
+EXPECTED_DOMAIN_STATES: Mapping[str, frozenset[str]] = {
+    VmState.ACTIVE: frozenset({"running", "blocked"}),
+    VmState.STOPPED: frozenset({"shutoff", "shutdown", "crashed"}),
+    VmState.PAUSED: frozenset({"paused"}),
+    VmState.SUSPENDED: frozenset({"shutoff"}),
+    VmState.RESIZED: frozenset({"running", "blocked", "shutoff"}),
+    VmState.SOFT_DELETED: frozenset({"shutoff", "shutdown", "crashed"}),
+}
+
+#: libvirt state -> the vm_state the books record under the ``report`` policy.
+REPORTED_VM_STATE = VM_STATE_OF_DOMAIN
+
+#: vm_state -> the domain state the ``restore`` policy puts the guest back into.
+RESTORED_DOMAIN_STATE: Mapping[str, str] = {
+    VmState.ACTIVE: "running",
+    VmState.STOPPED: "shutdown",
+    VmState.PAUSED: "paused",
+    VmState.SUSPENDED: "saved",
+    VmState.SOFT_DELETED: "shutdown",
+}
+
+MOVE_TASKS = frozenset(
+    {
+        TaskState.MIGRATING,
+        TaskState.RESIZE_PREP,
+        TaskState.RESIZE_MIGRATING,
+        TaskState.RESIZE_FINISH,
+        TaskState.RESIZE_REVERTING,
+        TaskState.RESIZE_CONFIRMING,
+    }
+)
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """An instance as the books have it (``deleted`` rows included: their domains may linger)."""
+
+    uuid: str
+    name: str
+    host: str | None
+    vm_state: str
+    task_state: str | None
+    power_state: int
+    updated_at: datetime
+    domain_name: str
+    resources: Mapping[str, int]
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class AllocationRecord:
+    """What one consumer holds on one host, per resource class."""
+
+    host: str
+    consumer: str
+    resources: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class MigrationRecord:
+    """A move (cold, resize, live, evacuation) as the books have it."""
+
+    uuid: str
+    instance_uuid: str
+    source: str | None
+    dest: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A compute host as the books have it."""
+
+    name: str
+    last_heartbeat: datetime | None
+
+
+@dataclass(frozen=True)
+class Books:
+    """Everything the audit reads from SQL, taken in one short transaction."""
+
+    hosts: Sequence[HostRecord]
+    instances: Sequence[InstanceRecord]
+    allocations: Sequence[AllocationRecord]
+    migrations: Sequence[MigrationRecord] = ()
+
+
+@dataclass(frozen=True)
+class DomainSeen:
+    """A libvirt domain on a host."""
+
+    name: str
+    uuid: str
+    state: str
+
+
+@dataclass(frozen=True)
+class DirSeen:
+    """An entry directly under a host's instances path (``_base`` excluded)."""
+
+    name: str
+    uuid: str | None
+    kind: Literal["instance", "resize", "other"]
+    mtime: datetime
+    #: Equal on two hosts when both see one directory on shared storage.
+    identity: str = ""
+
+
+@dataclass(frozen=True)
+class BaseSeen:
+    """A cached base image under ``<instances_path>/_base``."""
+
+    name: str
+    mtime: datetime
+    in_use: bool
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class HostSeen:
+    """What the survey play saw on one host; ``reachable`` False means nothing else is known."""
+
+    host: str
+    reachable: bool
+    error: str = ""
+    domains: Sequence[DomainSeen] = ()
+    dirs: Sequence[DirSeen] = ()
+    base_files: Sequence[BaseSeen] = ()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The knobs of one audit, from the settings and the clock."""
+
+    now: datetime
+    service_down_time_s: int = 60
+    power: PowerPolicy = "report"
+    running_deleted: DeletedPolicy = "reap"
+    build_timeout_s: int = 3600
+    task_timeout_s: int = 3600
+    orphan_min_age_s: int = 600
+    remove_unused_base_images: bool = True
+    base_image_min_age_s: int = 86400
+    #: Instances a live cloudctl command holds the lock of: never judged or touched.
+    busy: frozenset[str] = frozenset()
+
+
+FixKind = Literal[
+    "ledger_release",  # drop consumer's allocation on host
+    "ledger_set",  # make consumer's allocation on host equal resources (create or correct)
+    "record_power",  # books follow libvirt: vm_state, power_state
+    "set_power",  # libvirt follows the books: domain to state
+    "mark_error",  # instance to ERROR with a fault; host/claim settled as the fix says
+    "rehome",  # the books follow the domain to another host
+    "reap",  # destroy + undefine a deleted instance's domain and remove its files
+    "remove_dir",  # remove an orphaned instance directory or resize stash
+    "remove_base",  # remove an unused cached base image
+]
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One repair; which fields matter depends on ``kind``."""
+
+    kind: FixKind
+    host: str | None = None
+    consumer: str = ""
+    resources: Mapping[str, int] = field(default_factory=dict)
+    vm_state: str | None = None
+    power_state: int | None = None
+    domain: str = ""
+    state: str = ""
+    dir_kind: str = ""
+    name: str = ""
+    migration: str | None = None
+    release_on_other_hosts: bool = False
+    #: ``reap``: undefine only; the directory is (or may be) the live guest's on shared storage.
+    keep_files: bool = False
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One disagreement between the books and the hosts."""
+
+    code: str
+    severity: Severity
+    kind: Literal["instance", "allocation", "domain", "host", "file"]
+    object: str
+    message: str
+    host: str | None = None
+    instance: str | None = None
+    fixes: tuple[Fix, ...] = ()
+
+    def line(self) -> str:
+        """``ELEDGER001 error allocation web-3: allocation on lab-2 but domain on lab-1``."""
+        return f"{self.code} {self.severity} {self.kind} {self.object}: {self.message}"
+
+
+def audit(books: Books, seen: Iterable[HostSeen], policy: Policy) -> list[Finding]:
+    """Every disagreement, in a stable order: hosts, instances, ledger, domains, files."""
+    survey = {s.host: s for s in seen}
+    view = _View(books, survey, policy)
+    findings = view.hosts() + view.instances() + view.ledger() + view.domains() + view.files()
+    order = {"host": 0, "instance": 1, "allocation": 2, "domain": 3, "file": 4}
+    return sorted(findings, key=lambda f: (order[f.kind], f.object, f.code, f.host or ""))
+
+
+class _View:
+    """The indexes one audit needs, and one method per family of findings."""
+
+    def __init__(self, books: Books, survey: Mapping[str, HostSeen], policy: Policy) -> None:
+        self.books = books
+        self.survey = survey
+        self.policy = policy
+        self.by_uuid = {i.uuid: i for i in books.instances}
+        self.live = {
+            i.uuid: i for i in books.instances if not i.deleted and i.vm_state != "deleted"
+        }
+        self.moving = {m.uuid: m for m in books.migrations if m.status in MOVING_STATUSES}
+        self.moving_by_instance: dict[str, list[MigrationRecord]] = {}
+        for m in self.moving.values():
+            self.moving_by_instance.setdefault(m.instance_uuid, []).append(m)
+        # uuid -> [(host, domain)] over every reachable host.
+        self.domains_of: dict[str, list[tuple[str, DomainSeen]]] = {}
+        for s in survey.values():
+            if s.reachable:
+                for d in s.domains:
+                    self.domains_of.setdefault(d.uuid, []).append((s.host, d))
+        #: Instances whose record this audit corrects; the ledger and file checks wait for them.
+        self.settled: set[str] = set()
+        self.dir_identity = {
+            (s.host, d.name): d.identity for s in survey.values() if s.reachable for d in s.dirs
+        }
+
+    def same_dir(self, host: str, other: str | None, name: str) -> bool | None:
+        """Whether ``host`` and ``other`` see one directory ``name`` (None: cannot tell)."""
+        if not self.reachable(other):
+            return None
+        mine = self.dir_identity.get((host, name))
+        theirs = self.dir_identity.get((other or "", name))
+        if mine is None or theirs is None:
+            return False  # only one of them has it: two directories
+        if not mine or not theirs:
+            return None  # no identity reported
+        return mine == theirs
+
+    def reachable(self, host: str | None) -> bool:
+        seen = self.survey.get(host or "")
+        return seen is not None and seen.reachable
+
+    def in_flight(self, inst: InstanceRecord) -> bool:
+        """A task (or build) under way and not yet past its timeout, or a command holds it."""
+        if inst.uuid in self.policy.busy:
+            return True
+        if inst.task_state is None and inst.vm_state != VmState.BUILDING:
+            return False
+        return not self.stuck(inst)
+
+    def stuck(self, inst: InstanceRecord) -> bool:
+        if inst.uuid in self.policy.busy:
+            return False
+        if inst.vm_state == VmState.BUILDING:
+            timeout = self.policy.build_timeout_s
+        elif inst.task_state is not None:
+            timeout = self.policy.task_timeout_s
+        else:
+            return False
+        return timeout > 0 and self.policy.now - inst.updated_at > timedelta(seconds=timeout)
+
+    # -- hosts ---------------------------------------------------------------------------------
+    def hosts(self) -> list[Finding]:
+        out = []
+        down_after = timedelta(seconds=self.policy.service_down_time_s)
+        for h in self.books.hosts:
+            seen = self.survey.get(h.name)
+            beat = h.last_heartbeat
+            if seen is not None and seen.reachable:
+                continue  # the survey that just answered is a heartbeat
+            if beat is None or self.policy.now - beat > down_after:
+                since = (
+                    f"last heartbeat {beat.isoformat(timespec='seconds')}" if beat else "never seen"
+                )
+                out.append(
+                    Finding("EHOST001", "error", "host", h.name, f"down ({since})", host=h.name)
+                )
+            elif seen is not None and not seen.reachable:
+                out.append(
+                    Finding(
+                        "EHOST002",
+                        "warning",
+                        "host",
+                        h.name,
+                        f"did not answer: {seen.error or 'unreachable'}",
+                        host=h.name,
+                    )
+                )
+        return out
+
+    # -- instances: stuck tasks, power states, missing or wandering domains --------------------
+    def instances(self) -> list[Finding]:
+        out: list[Finding] = []
+        for inst in self.live.values():
+            if self.stuck(inst):
+                out.append(self._stuck(inst))
+                continue
+            if self.in_flight(inst) or inst.host is None or not self.reachable(inst.host):
+                continue
+            out += self._power(inst)
+        return out
+
+    def _where(self, inst: InstanceRecord) -> tuple[str, DomainSeen] | None:
+        """The host holding the instance's domain: its own if there, else the first other."""
+        places = self.domains_of.get(inst.uuid, [])
+        for host, dom in places:
+            if host == inst.host:
+                return host, dom
+        return places[0] if places else None
+
+    def _stuck(self, inst: InstanceRecord) -> Finding:
+        self.settled.add(inst.uuid)
+        task = inst.task_state or inst.vm_state
+        since = inst.updated_at.isoformat(timespec="seconds")
+        where = self._where(inst)
+        moves = self.moving_by_instance.get(inst.uuid, [])
+        power = PowerState.from_libvirt(where[1].state) if where else PowerState.NOSTATE
+        if where is not None:  # the guest exists: charged where its domain is, nowhere else
+            host, keep, release = where[0], True, True
+        elif inst.vm_state == VmState.BUILDING:  # never spawned: its claim goes back
+            host, keep, release = None, False, True
+        elif not self.reachable(inst.host):  # its host cannot tell: keep it until it answers
+            host, keep, release = inst.host, True, False
+        else:
+            host, keep, release = inst.host, True, True
+        fixes = [
+            Fix(
+                "mark_error",
+                host=host,
+                consumer=inst.uuid,
+                resources=inst.resources if keep else {},
+                power_state=int(power),
+                migration=moves[0].uuid if moves else None,
+                release_on_other_hosts=release,
+            )
+        ]
+        return Finding(
+            "ESTATE001",
+            "error",
+            "instance",
+            inst.name,
+            f"stuck in {task} since {since}",
+            host=inst.host,
+            instance=inst.uuid,
+            fixes=tuple(fixes),
+        )
+
+    def _power(self, inst: InstanceRecord) -> list[Finding]:
+        expected = EXPECTED_DOMAIN_STATES.get(inst.vm_state)
+        if expected is None:  # ERROR, SHELVED...: no power expectation
+            return []
+        where = self._where(inst)
+        if where is None:
+            self.settled.add(inst.uuid)
+            return [
+                Finding(
+                    "EDOMAIN001",
+                    "error",
+                    "instance",
+                    inst.name,
+                    f"domain {inst.domain_name} is missing on {inst.host}",
+                    host=inst.host,
+                    instance=inst.uuid,
+                    fixes=(
+                        Fix(
+                            "mark_error",
+                            host=inst.host,
+                            consumer=inst.uuid,
+                            resources=inst.resources,
+                            power_state=int(PowerState.NOSTATE),
+                        ),
+                    ),
+                )
+            ]
+        host, dom = where
+        if host != inst.host:
+            self.settled.add(inst.uuid)
+            if not self.reachable(inst.host) or self._moving_between(inst, host):
+                return []
+            return [
+                Finding(
+                    "EDOMAIN002",
+                    "error",
+                    "instance",
+                    inst.name,
+                    f"domain on {host} but the books say {inst.host}",
+                    host=host,
+                    instance=inst.uuid,
+                    fixes=(Fix("rehome", host=host, consumer=inst.uuid, resources=inst.resources),),
+                )
+            ]
+        if dom.state in expected:
+            return []
+        message = f"{inst.vm_state} in the books but {dom.state} on {host}"
+        if inst.vm_state == VmState.SOFT_DELETED or self.policy.power == "restore":
+            target = RESTORED_DOMAIN_STATE.get(inst.vm_state)
+            fix = Fix(
+                "set_power", host=host, consumer=inst.uuid, domain=dom.name, state=target or ""
+            )
+        else:
+            fix = Fix(
+                "record_power",
+                host=host,
+                consumer=inst.uuid,
+                vm_state=REPORTED_VM_STATE.get(dom.state, VmState.STOPPED),
+                power_state=int(PowerState.from_libvirt(dom.state)),
+            )
+        return [
+            Finding(
+                "EPOWER001",
+                "error",
+                "instance",
+                inst.name,
+                message,
+                host=host,
+                instance=inst.uuid,
+                fixes=(fix,) if fix.kind != "set_power" or fix.state else (),
+            )
+        ]
+
+    def _moving_between(self, inst: InstanceRecord, host: str) -> bool:
+        return any(host in (m.source, m.dest) for m in self.moving_by_instance.get(inst.uuid, []))
+
+    # -- ledger ----------------------------------------------------------------------------------
+    def ledger(self) -> list[Finding]:
+        expected: dict[tuple[str, str], InstanceRecord] = {}
+        optional: set[tuple[str, str]] = set()
+        skip: set[str] = set(self.settled)
+        for live in self.live.values():
+            if self.in_flight(live):
+                skip.add(live.uuid)
+                continue
+            if live.host is None or live.uuid in skip:
+                continue
+            expected[(live.host, live.uuid)] = live
+            if live.vm_state == VmState.ERROR:
+                optional.add((live.host, live.uuid))
+        actual = {(a.host, a.consumer): a for a in self.books.allocations}
+        out: list[Finding] = []
+        for (host, consumer), alloc in sorted(actual.items()):
+            mig = self.moving.get(consumer)
+            if mig is not None and (mig.source == host or mig.instance_uuid in skip):
+                continue
+            if consumer in skip:
+                continue
+            inst = self.live.get(consumer)
+            if (host, consumer) in expected:
+                want = expected[(host, consumer)].resources
+                if dict(alloc.resources) != dict(want):
+                    out.append(
+                        Finding(
+                            "ELEDGER004",
+                            "error",
+                            "allocation",
+                            expected[(host, consumer)].name,
+                            f"allocation on {host} is {_fmt(alloc.resources)}, "
+                            f"the flavor says {_fmt(want)}",
+                            host=host,
+                            instance=consumer,
+                            fixes=(
+                                Fix("ledger_set", host=host, consumer=consumer, resources=want),
+                            ),
+                        )
+                    )
+                continue
+            if inst is not None and inst.host is not None and host != inst.host:
+                if self._moving_between(inst, host):
+                    continue
+                where = self._where(inst)
+                on = f"domain on {where[0]}" if where else f"instance on {inst.host}"
+                fixes = [Fix("ledger_release", host=host, consumer=consumer)]
+                if (inst.host, consumer) not in actual and (inst.host, consumer) not in optional:
+                    fixes.append(
+                        Fix(
+                            "ledger_set",
+                            host=inst.host,
+                            consumer=consumer,
+                            resources=inst.resources,
+                        )
+                    )
+                out.append(
+                    Finding(
+                        "ELEDGER001",
+                        "error",
+                        "allocation",
+                        inst.name,
+                        f"allocation on {host} but {on}",
+                        host=host,
+                        instance=consumer,
+                        fixes=tuple(fixes),
+                    )
+                )
+                continue
+            owner = inst.name if inst is not None else consumer
+            out.append(
+                Finding(
+                    "ELEDGER002",
+                    "error",
+                    "allocation",
+                    owner,
+                    f"allocation of {_fmt(alloc.resources)} on {host} belongs to no live guest",
+                    host=host,
+                    instance=consumer if inst is not None else None,
+                    fixes=(Fix("ledger_release", host=host, consumer=consumer),),
+                )
+            )
+        for (host, consumer), inst in sorted(expected.items()):
+            if (host, consumer) in actual or (host, consumer) in optional:
+                continue
+            if any(a[1] == consumer for a in actual if a[0] != host):
+                continue  # ELEDGER001 above adds it
+            out.append(
+                Finding(
+                    "ELEDGER003",
+                    "error",
+                    "allocation",
+                    inst.name,
+                    f"no allocation on {host} for the guest ({inst.vm_state})",
+                    host=host,
+                    instance=consumer,
+                    fixes=(
+                        Fix("ledger_set", host=host, consumer=consumer, resources=inst.resources),
+                    ),
+                )
+            )
+        return out
+
+    # -- domains no live instance owns -----------------------------------------------------------
+    def domains(self) -> list[Finding]:
+        out: list[Finding] = []
+        for s in self.survey.values():
+            if not s.reachable:
+                continue
+            for dom in s.domains:
+                inst = self.by_uuid.get(dom.uuid)
+                if inst is None:
+                    out.append(
+                        Finding(
+                            "EDOMAIN004",
+                            "warning",
+                            "domain",
+                            dom.name,
+                            f"{dom.state} on {s.host}, unknown to cloudctl",
+                            host=s.host,
+                        )
+                    )
+                elif inst.uuid in self.live:
+                    out += self._stale_copy(s.host, dom, self.live[inst.uuid])
+                elif inst.uuid not in self.policy.busy:
+                    reap = self.policy.running_deleted == "reap"
+                    out.append(
+                        Finding(
+                            "EDOMAIN003",
+                            "error",
+                            "domain",
+                            dom.name,
+                            f"{dom.state} on {s.host}, but instance {inst.name} is deleted",
+                            host=s.host,
+                            instance=inst.uuid,
+                            fixes=(Fix("reap", host=s.host, consumer=inst.uuid, domain=dom.name),)
+                            if reap
+                            else (),
+                        )
+                    )
+        return out
+
+    def _stale_copy(self, host: str, dom: DomainSeen, inst: InstanceRecord) -> list[Finding]:
+        """A domain of a live guest on a host other than its own, while its own host has it too."""
+        if host == inst.host or inst.host is None or self.in_flight(inst):
+            return []
+        if not any(h == inst.host for h, _ in self.domains_of.get(inst.uuid, [])):
+            return []  # not on its own host: EDOMAIN002 (rehome) is the finding
+        if self._moving_between(inst, host):
+            return []  # VERIFY_RESIZE keeps the source's domain until confirm
+        separate = self.same_dir(host, inst.host, inst.uuid) is False
+        return [
+            Finding(
+                "EDOMAIN005",
+                "error",
+                "domain",
+                dom.name,
+                f"{dom.state} on {host}: a stale copy of instance {inst.name}, "
+                f"which lives on {inst.host}",
+                host=host,
+                instance=inst.uuid,
+                fixes=(
+                    Fix(
+                        "reap",
+                        host=host,
+                        consumer=inst.uuid,
+                        domain=dom.name,
+                        keep_files=not separate,
+                    ),
+                ),
+            )
+        ]
+
+    # -- files -----------------------------------------------------------------------------------
+    def files(self) -> list[Finding]:
+        out: list[Finding] = []
+        min_age = timedelta(seconds=self.policy.orphan_min_age_s)
+        reported: set[str] = set()
+        for s in sorted(self.survey.values(), key=lambda seen: seen.host):
+            if not s.reachable:
+                continue
+            on_host = {d.uuid for d in s.domains}
+            for d in s.dirs:
+                if d.uuid is None or d.kind == "other" or d.uuid in on_host:
+                    continue
+                if d.kind == "instance" and any(
+                    self.same_dir(s.host, other, d.name) is not False
+                    for other, _ in self.domains_of.get(d.uuid, [])
+                ):
+                    continue  # a domain on another host uses this very directory (shared)
+                if self.policy.now - d.mtime < min_age or self._dir_in_use(s.host, d):
+                    continue
+                if d.identity and d.identity in reported:
+                    continue  # one directory on shared storage, seen from several hosts
+                reported.add(d.identity)
+                code = "EFILE001" if d.kind == "instance" else "EFILE002"
+                what = "instance directory" if d.kind == "instance" else "resize stash"
+                inst = self.by_uuid.get(d.uuid)
+                owner = f"instance {inst.name}" if inst is not None else "no instance"
+                where = (
+                    f" (lives on {inst.host})" if inst is not None and d.uuid in self.live else ""
+                )
+                out.append(
+                    Finding(
+                        code,
+                        "warning",
+                        "file",
+                        f"{s.host}:{d.name}",
+                        f"{what} of {owner}{where} is not needed on {s.host}",
+                        host=s.host,
+                        instance=d.uuid if inst is not None else None,
+                        fixes=(Fix("remove_dir", host=s.host, consumer=d.uuid, dir_kind=d.kind),),
+                    )
+                )
+            if not self.policy.remove_unused_base_images:
+                continue
+            base_age = timedelta(seconds=self.policy.base_image_min_age_s)
+            for b in s.base_files:
+                if b.in_use or self.policy.now - b.mtime < base_age:
+                    continue
+                out.append(
+                    Finding(
+                        "EFILE003",
+                        "warning",
+                        "file",
+                        f"{s.host}:_base/{b.name}",
+                        f"cached base image unused since {b.mtime.isoformat(timespec='seconds')}",
+                        host=s.host,
+                        fixes=(Fix("remove_base", host=s.host, name=b.name),),
+                    )
+                )
+        return out
+
+    def _dir_in_use(self, host: str, d: DirSeen) -> bool:
+        assert d.uuid is not None
+        inst = self.live.get(d.uuid)
+        if d.uuid in self.policy.busy or (inst is not None and self.in_flight(inst)):
+            return True
+        if any(host in (m.source, m.dest) for m in self.moving_by_instance.get(d.uuid, [])):
+            return True
+        if inst is None:
+            return False
+        if inst.vm_state == VmState.ERROR or inst.uuid in self.settled:
+            return True  # an operator decides what an ERROR guest's files are worth
+        if d.kind != "instance":
+            return False
+        # Its own host's, or the same directory its own host sees (shared storage), or its own
+        # host cannot tell us: kept.
+        return inst.host == host or self.same_dir(host, inst.host, d.name) is not False
+
+
+def _fmt(resources: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(resources.items())) or "nothing"
+
+
+def has_errors(findings: Iterable[Finding]) -> bool:
+    """True when any finding is an error (``verify`` exits 1)."""
+    return any(f.severity == "error" for f in findings)
