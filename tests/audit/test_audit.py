@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -981,3 +982,13 @@ def test_stash_next_to_its_domain_is_left_alone() -> None:
     b = books(inst("web-1"), mig("web-1", "h1", "h1", "confirmed"), alloc("h1", "web-1"))
     s = [seen("h1", domains=[("web-1", "running")], dirs=["web-1", "web-1_resize"]), seen("h2")]
     assert run(b, s) == []
+
+
+def test_a_base_file_an_image_of_a_live_guest_names_is_kept() -> None:
+    """Kernels and initrds are named by the domain XML, not by a qcow2 backing file: the host's
+    in_use is False for them, and only the books know a live guest's image uses them."""
+    kernel = "k" * 64
+    b = replace(books(inst("web-1"), alloc("h1", "web-1")), image_files=frozenset({kernel}))
+    s = [seen("h1", domains=[("web-1", "running")], base=[(kernel, BASE_OLD, False)]), seen("h2")]
+    assert run(b, s) == []
+    assert [f.code for f in run(replace(b, image_files=frozenset()), s)] == ["EFILE003"]

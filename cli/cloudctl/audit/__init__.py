@@ -144,6 +144,10 @@ class Books:
     instances: Sequence[InstanceRecord]
     allocations: Sequence[AllocationRecord]
     migrations: Sequence[MigrationRecord] = ()
+    #: Cached base file names (checksums) of the images live guests use: disk, kernel, initrd.
+    #: A kernel or initrd is named by the domain XML, not by a qcow2 backing file, so the host
+    #: alone cannot tell it is in use.
+    image_files: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -709,7 +713,9 @@ class _View:
                 continue
             base_age = timedelta(seconds=self.policy.base_image_min_age_s)
             for b in s.base_files:
-                if b.in_use or self.policy.now - b.mtime < base_age:
+                if b.in_use or b.name in self.books.image_files:
+                    continue
+                if self.policy.now - b.mtime < base_age:
                     continue
                 out.append(
                     Finding(

@@ -153,7 +153,13 @@ def read_books(session: Session) -> Books:
     host_rows = list(session.scalars(select(Host)))
     names = {h.id: h.name for h in host_rows}
     instances = []
+    image_files: set[str] = set()
     for inst in session.scalars(select(Instance)):
+        if not inst.deleted and inst.image is not None:
+            image = inst.image
+            image_files.update(
+                c for c in (image.checksum, image.kernel_checksum, image.initrd_checksum) if c
+            )
         instances.append(
             audit.InstanceRecord(
                 uuid=inst.uuid,
@@ -195,6 +201,7 @@ def read_books(session: Session) -> Books:
             )
             for m in session.scalars(select(Migration))
         ],
+        image_files=frozenset(image_files),
     )
 
 
