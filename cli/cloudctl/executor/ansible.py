@@ -5,6 +5,7 @@ run a playbook do not pay for the import). One run is one private data directory
 ``runs_dir``::
 
     <runs_dir>/<UTC time>-<playbook>-<random>/      mode 0700
+        ansible.cfg                                 empty: the run's only configuration file
         inventory/hosts.json                        rendered from RunRequest.hosts (0600)
         env/extravars                               RunRequest.extravars as JSON (0600)
         env/settings                                runner settings (poll interval)
@@ -13,6 +14,11 @@ run a playbook do not pay for the import). One run is one private data directory
 Templates in inventory variables and extra vars are never evaluated (see
 :func:`~cloudctl.executor.inventory.protect_templates`); extra vars travel in a file, not on the
 command line, so they do not show in ``ps``. Only the newest ``keep_runs`` directories are kept.
+
+Every setting of a run comes from :meth:`AnsibleExecutor._envvars`: ``ANSIBLE_CONFIG`` names the
+run's own empty ``ansible.cfg``, so neither an ``ansible.cfg`` in the working directory (the
+repository's, meant for runs by hand) nor ``~/.ansible.cfg`` or ``/etc/ansible/ansible.cfg``
+(nor an ``ANSIBLE_CONFIG`` of the caller's) changes what cloudctl's runs do.
 """
 
 from __future__ import annotations
@@ -164,6 +170,8 @@ class AnsibleExecutor:
     ) -> RunResult:
         import ansible_runner  # the one import of ansible_runner in cloudctl
 
+        config_path = data_dir / "ansible.cfg"
+        config_path.write_text("# cloudctl: every setting of this run is in its environment\n")
         inventory_path = data_dir / "inventory" / "hosts.json"
         _write_private_json(inventory_path, inventory)
         _write_private_json(data_dir / "env" / "extravars", extravars)
@@ -188,7 +196,7 @@ class AnsibleExecutor:
                     ident=ARTIFACTS_IDENT,
                     playbook=str(playbook_path),
                     inventory=str(inventory_path),
-                    envvars=self._envvars(bin_dir),
+                    envvars=self._envvars(bin_dir, config_path),
                     cmdline=cmdline or None,
                     forks=self.forks,
                     quiet=True,
@@ -294,9 +302,12 @@ class AnsibleExecutor:
         path.chmod(0o700)
         return path
 
-    def _envvars(self, bin_dir: Path) -> dict[str, str]:
+    def _envvars(self, bin_dir: Path, config_path: Path) -> dict[str, str]:
         return {
             "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", os.defpath)]),
+            # this run's own (empty) ansible.cfg, whatever the working directory or the caller's
+            # environment holds
+            "ANSIBLE_CONFIG": str(config_path),
             "ANSIBLE_LIBRARY": str(self.library_dir),
             "ANSIBLE_ROLES_PATH": str(self.roles_dir),
             "ANSIBLE_MODULE_UTILS": str(self.module_utils_dir),
