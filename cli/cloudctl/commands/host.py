@@ -8,16 +8,29 @@ from typing import Annotated, Any
 import typer
 
 from cloudctl.commands.common import HOST_COLUMNS, OutputOpt, ctx_for
-from cloudctl.console import OutputFormat, emit, message
+from cloudctl.console import OutputFormat, emit, error, message
 from cloudctl.domain import validation
 from cloudctl.domain.paths import DEFAULT_BRIDGE, DEFAULT_INSTANCES_PATH
 from cloudctl.errors import InvalidInput
 from cloudctl.services import hosts
+from cloudctl.services import reconcile as reconcile_service
 from cloudctl.services.compute import evacuate as evacuate_service
 
-app = typer.Typer(help="Compute hosts: add, discover, list, enable, disable.", no_args_is_help=True)
+app = typer.Typer(
+    help="Compute hosts: add, prepare, discover, list, enable, disable, remove.",
+    no_args_is_help=True,
+)
 
-COLUMNS = HOST_COLUMNS
+#: ``host list``: the shared host columns plus why a host is disabled.
+COLUMNS = [*HOST_COLUMNS, ("REASON", "disabled_reason")]
+PREPARE_COLUMNS = [
+    ("HOST", "name"),
+    ("OK", "ok"),
+    ("CHANGED", "changed"),
+    ("FAILED", "failed"),
+    ("SKIPPED", "skipped"),
+    ("CHANGED TASKS", "changed_tasks"),
+]
 
 
 @app.command("add")
@@ -81,6 +94,27 @@ def discover(
     )
 
 
+@app.command("prepare")
+def prepare(
+    name: Annotated[str, typer.Argument(help="Host to prepare.")],
+    check: Annotated[
+        bool, typer.Option("--check", help="Report what would change; change nothing.")
+    ] = False,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Apply the libvirt_host role (packages, qemu.conf, directories, daemons, bridge) to a host.
+
+    Idempotent: a run on a prepared host changes nothing. Then the host's facts are rediscovered
+    (not with --check). Exit 1, with one error line, when the role failed on the host.
+    """
+    reports = hosts.prepare_hosts(ctx_for(output), [name], check=check)
+    emit(reports, output, PREPARE_COLUMNS)
+    failed = [r for r in reports if r["error"] is not None]
+    if failed:
+        error(f"prepare of host {failed[0]['name']!r} failed: {failed[0]['error']}")
+        raise typer.Exit(1)
+
+
 @app.command("list")
 def list_(output: OutputOpt = OutputFormat.table) -> None:
     """List hosts with their state and usage from the ledger."""
@@ -121,6 +155,12 @@ def disable(
     emit(hosts.set_enabled(ctx_for(output), name, False, reason), output)
 
 
+@app.command("remove")
+def remove(name: str, output: OutputOpt = OutputFormat.table) -> None:
+    """Unregister a host that holds no guest, allocation or move any more (soft delete)."""
+    emit(hosts.remove_host(ctx_for(output), name), output)
+
+
 def _guest_progress(output: OutputFormat) -> Callable[[int, int, Mapping[str, Any]], None] | None:
     if output != OutputFormat.table:
         return None
@@ -158,3 +198,17 @@ def drain(name: str, output: OutputOpt = OutputFormat.table) -> None:
     """Disable a host (reason "draining") and live-migrate its guests off; exit 1 if any failed."""
     ctx = ctx_for(output)
     _summarise(evacuate_service.drain(ctx, name, on_guest=_guest_progress(output)), output)
+
+
+@app.command("events")
+def events(
+    name: str,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """What reconcile saw of or did to a host: up/down, reaped domains, removed files."""
+    ctx = ctx_for(output)
+    with ctx.db.unit_of_work() as session:
+        hosts.get_host(session, name)
+    columns = [("TIME", "time"), ("EVENT", "event"), ("MESSAGE", "message")]
+    emit(reconcile_service.host_events(ctx, name, limit), output, columns)

@@ -1,4 +1,4 @@
-"""Compute hosts: register, discover capacity through Ansible, enable/disable, list."""
+"""Compute hosts: register, prepare and discover through Ansible, enable/disable, remove, list."""
 
 from __future__ import annotations
 
@@ -6,26 +6,34 @@ import re
 import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from cloudctl import ledger
-from cloudctl.db.models import Host
+from cloudctl.db.models import Allocation, Host, Instance, Migration
 from cloudctl.domain import validation
 from cloudctl.domain.paths import DEFAULT_BRIDGE, DEFAULT_INSTANCES_PATH
-from cloudctl.errors import AlreadyExists, ExecutorError, InvalidInput, NotFound
+from cloudctl.errors import AlreadyExists, ExecutorError, InUse, InvalidInput, NotFound
 from cloudctl.executor.base import HostTarget, RunRequest, RunResult
 from cloudctl.services.context import Context
+from cloudctl.services.lab_machine import LAB_LABEL, Lab
 
 LIBVIRT_URI_RE = re.compile(r"^(qemu|test)(\+(ssh|unix|tcp|tls|libssh2?))?://[^\s'\"<>\\]*$")
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
 SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]*$")
 VIRT_TYPES = ("kvm", "qemu")
 CPU_MODES = ("none", "host-model", "host-passthrough", "custom")
+#: The playbook that applies roles/libvirt_host (``cloudctl host prepare``, ``make setup``).
+PREPARE_PLAYBOOK = "prepare_host.yml"
+#: Debian's own Python: a host whose modules run with it needs python3-libvirt from apt.
+SYSTEM_PYTHON = "/usr/bin/python3"
+#: Names of a refused removal's blockers listed in its message, at most.
+_BLOCKERS_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -239,6 +247,159 @@ def set_enabled(
         host.disabled_reason = None if enabled else (reason or "disabled by operator")
         session.flush()
         return host_view(session, host, ctx.clock(), ctx.settings.service_down_time_s)
+
+
+def prepare_vars(host: Host, lab_dir: Path | None = None) -> dict[str, Any]:
+    """The variables of ``roles/libvirt_host`` for ``host``, derived from its row.
+
+    A lab host (label ``lab=true``) also gets what the lab runs it with (its daemons' pid files
+    and arguments, its qemu.conf keys), read from the lab under ``lab_dir``, so the role manages
+    that host's own daemons and configuration, not the machine's.
+    """
+    interpreter = host_target(host).python_interpreter
+    role_vars: dict[str, Any] = {
+        "libvirt_host_instances_path": host.instances_path,
+        "libvirt_host_bridge": host.bridge or DEFAULT_BRIDGE,
+        "libvirt_host_uri": host.libvirt_uri,
+        "libvirt_host_install_python_libvirt": interpreter == SYSTEM_PYTHON,
+    }
+    if (host.labels or {}).get(LAB_LABEL) == "true" and lab_dir is not None:
+        role_vars.update(Lab(lab_dir).role_vars(host.name))
+    return role_vars
+
+
+def prepare_hosts(
+    ctx: Context, names: Sequence[str], *, check: bool = False
+) -> list[dict[str, Any]]:
+    """Apply ``roles/libvirt_host`` to hosts (one play); a report per host, in ``names`` order.
+
+    Each report counts tasks as Ansible's recap does (``ok`` includes ``changed``) and names the
+    changed ones; ``error`` is the first failure's message (None when the host succeeded). With
+    ``check`` nothing changes on the hosts (Ansible's check mode, with diffs in the results).
+    A host that succeeded gets a heartbeat (a successful contact, also in check mode) and, after a
+    real run, its facts rediscovered; a failing rediscovery raises ExecutorError.
+    """
+    if not names:
+        raise InvalidInput(reason="give at least one host to prepare")
+    with ctx.db.unit_of_work() as session:
+        targets = []
+        for name in dict.fromkeys(names):
+            row = get_host(session, name)
+            target = host_target(row)
+            role_vars = prepare_vars(row, ctx.settings.lab_dir)
+            targets.append(replace(target, hostvars={**target.hostvars, **role_vars}))
+    ctx.progress.info(
+        f"preparing {len(targets)} host(s)" + (" (check mode: nothing changes)" if check else "")
+    )
+    result = ctx.executor.run(
+        RunRequest(
+            playbook=PREPARE_PLAYBOOK,
+            hosts=tuple(targets),
+            check=check,
+            diff=check,
+            description="prepare hosts" + (" (check)" if check else ""),
+        ),
+        ctx.progress.run_event,
+    )
+    reports = [prepare_report(result, t.name, check=check) for t in targets]
+    succeeded = [r["name"] for r in reports if r["error"] is None]
+    touch_hosts(ctx, succeeded)
+    if succeeded and not check:
+        discover_hosts(ctx, succeeded)
+    return reports
+
+
+def prepare_report(result: RunResult, host: str, *, check: bool) -> dict[str, Any]:
+    """One host's part of a prepare run: task counts, changed task names, first error."""
+    tasks = [t for t in result.tasks if t.host == host]
+    changed = [t.task for t in tasks if t.status == "changed"]
+    failed = [t for t in tasks if t.status in ("failed", "unreachable")]
+    error: str | None = None
+    if failed:
+        error = (failed[0].message or failed[0].status).splitlines()[0]
+    elif not result.ok and not result.failed():
+        # ansible-playbook failed without a failed task (a play or syntax error): every host did.
+        last = result.stdout_tail.strip().splitlines()
+        error = last[-1] if last else f"{result.playbook} exited {result.rc}"
+    return {
+        "name": host,
+        "check": check,
+        "ok": sum(1 for t in tasks if t.status in ("ok", "changed")),
+        "changed": len(changed),
+        "failed": len(failed),
+        "skipped": sum(1 for t in tasks if t.status == "skipped"),
+        "unreachable": any(t.status == "unreachable" for t in failed),
+        "changed_tasks": list(dict.fromkeys(changed)),
+        "error": error,
+    }
+
+
+def removal_blockers(session: Session, host: Host) -> list[str]:
+    """Why ``host`` cannot be removed yet (empty: it can): guests, allocations, moves under way."""
+    # A function-level import: services.compute imports this module.
+    from cloudctl.services.compute.moves import DONE_STATUSES
+
+    def some(kind: str, names: Sequence[str]) -> str:
+        shown = ", ".join(names[:_BLOCKERS_SHOWN])
+        more = f", +{len(names) - _BLOCKERS_SHOWN} more" if len(names) > _BLOCKERS_SHOWN else ""
+        return f"{len(names)} {kind} ({shown}{more})"
+
+    blockers = []
+    guests = list(
+        session.scalars(
+            select(Instance.name)
+            .where(Instance.host_id == host.id, Instance.deleted == 0)
+            .order_by(Instance.name)
+        )
+    )
+    if guests:
+        blockers.append(some("instance(s)", guests))
+    consumers = list(
+        session.scalars(
+            select(Allocation.consumer_uuid)
+            .where(Allocation.host_id == host.id)
+            .distinct()
+            .order_by(Allocation.consumer_uuid)
+        )
+    )
+    if consumers:
+        blockers.append(some("allocation consumer(s)", consumers))
+    moves = list(
+        session.scalars(
+            select(Migration.uuid)
+            .where(
+                or_(Migration.source_host == host.name, Migration.dest_host == host.name),
+                Migration.status.not_in(sorted(DONE_STATUSES)),
+            )
+            .order_by(Migration.id)
+        )
+    )
+    if moves:
+        blockers.append(some("migration(s) under way", moves))
+    return blockers
+
+
+def remove_host(ctx: Context, name: str) -> dict[str, Any]:
+    """Unregister a host that holds nothing any more: its row is soft-deleted (Nova-style).
+
+    Refused with InUse, nothing changed, while the host has a live instance (any vm_state, also
+    soft-deleted or in error), an allocation in the ledger, or a migration not yet final from or to
+    it. Nothing runs on the host: its guests' files and its daemons are left as they are.
+    """
+    with ctx.db.unit_of_work() as session:
+        host = get_host(session, name)
+        blockers = removal_blockers(session, host)
+        if blockers:
+            raise InUse(kind="host", name=name, reason="; ".join(blockers))
+        now = ctx.clock()
+        host.deleted = host.id
+        host.deleted_at = now
+        return {
+            "name": host.name,
+            "uuid": host.uuid,
+            "removed": True,
+            "deleted_at": now.isoformat(),
+        }
 
 
 def host_view(session: Session, host: Host, now: datetime, down_after_s: int) -> dict[str, Any]:

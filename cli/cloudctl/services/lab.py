@@ -15,9 +15,8 @@ from sqlalchemy import select
 from cloudctl.db.models import Host, Instance
 from cloudctl.services import compute, hosts
 from cloudctl.services.context import Context
-from cloudctl.services.lab_machine import Lab, LabHost, LabSpec
+from cloudctl.services.lab_machine import LAB_LABEL, Lab, LabHost, LabSpec
 
-LAB_LABEL = "lab"
 SSH_ARGS = "-o IdentitiesOnly=yes -o LogLevel=ERROR"
 
 

@@ -60,6 +60,8 @@ Storage = Literal["shared", "local"]
 Progress = Callable[[str], None]
 
 MAX_HOSTS = 16
+#: The label (value ``"true"``) of the lab's hosts in cloudctl's host table.
+LAB_LABEL = "lab"
 DEFAULT_CIDR_POOL = "10.213.0.0/16"
 #: Inside a lab host's namespaces this URI is that host's own libvirtd.
 LIBVIRT_URI = "qemu:///system"
@@ -101,15 +103,21 @@ _QEMU_CAPS_CACHE = Path(_LIBVIRT_CACHE) / "qemu" / "capabilities"
 #: Short names for lab roots (``/run/cloudctl-lab/<id>`` -> root): a unix socket path must fit
 #: in 107 bytes, and a lab root may be deep (pytest's tmp_path).
 SHORT_ROOTS = Path("/run/cloudctl-lab")
-#: Keys set in each host's copy of the machine's libvirt configuration.
-_QEMU_CONF = {
-    "user": '"root"',
-    "group": '"root"',
-    "security_driver": '"none"',
+#: qemu.conf keys set in each host's copy of the machine's libvirt configuration, as values;
+#: written as JSON, the way roles/libvirt_host writes them, so `host prepare` finds them as it
+#: would set them (see :meth:`Lab.role_vars`).
+QEMU_CONF: Mapping[str, Any] = {
+    "user": "root",
+    "group": "root",
+    "security_driver": "none",
     # Every libvirtd would name its guests' cgroups machine/qemu-<id>-<name>: two lab hosts (a
     # migration's source and destination) would share, then remove, each other's groups.
-    "cgroup_controllers": "[ ]",
+    "cgroup_controllers": [],
 }
+_QEMU_CONF = {key: json.dumps(value) for key, value in QEMU_CONF.items()}
+#: Arguments of the hosts' daemons after ``--daemon --pid-file PIDFILE``.
+_VIRTLOGD_ARGS: tuple[str, ...] = ()
+_LIBVIRTD_ARGS: tuple[str, ...] = ("--listen",)
 _DAEMON_START_TIMEOUT_S = 30.0
 _KILL_GRACE_S = 5.0
 _SUBPROCESS_TIMEOUT_S = 30.0
@@ -861,6 +869,30 @@ class Lab:
         state = self._load_state()
         return [] if state is None else [self._lab_host(state, h) for h in state.hosts]
 
+    def role_vars(self, name: str) -> dict[str, Any]:
+        """Variables of ``roles/libvirt_host`` that describe lab host ``name`` as the lab runs it.
+
+        Inside its namespaces a host has its own ``/etc/libvirt`` and ``/run/libvirt``, but
+        ``/run`` itself is the machine's: its daemons keep their pid files in the host's
+        directory, and its libvirtd also listens on TCP (migrations). With these values the role
+        finds the host's own daemons and configuration as the lab made them (a second run changes
+        nothing), and starts a daemon that is down exactly as :meth:`up` would (same pid file, same
+        arguments), never touching the machine's. Raises LabError for a host the lab lacks.
+        """
+        state = self._load_state()
+        rec = next((h for h in state.hosts if h.name == name), None) if state else None
+        if state is None or rec is None:
+            raise LabError(reason=f"{name} is not a host of the lab in {self.root}")
+        p = self._paths(rec.index)
+        return {
+            "libvirt_host_run_dir": "/run/libvirt",
+            "libvirt_host_virtlogd_pidfile": str(p.pidfile("virtlogd")),
+            "libvirt_host_virtlogd_args": list(_VIRTLOGD_ARGS),
+            "libvirt_host_libvirtd_pidfile": str(p.pidfile("libvirtd")),
+            "libvirt_host_libvirtd_args": list(_LIBVIRTD_ARGS),
+            "libvirt_host_qemu_conf_extra": dict(QEMU_CONF),
+        }
+
     def up(self, spec: LabSpec, progress: Progress | None = None) -> list[LabHost]:
         """Create the lab, or reconcile it with ``spec``; return its hosts once all are healthy.
 
@@ -1039,13 +1071,13 @@ class Lab:
         p = self._paths(rec.index)
         virtlogd = _Daemon(
             "virtlogd",
-            ("virtlogd", "-d", "-p", str(p.pidfile("virtlogd"))),
+            ("virtlogd", "--daemon", "--pid-file", str(p.pidfile("virtlogd")), *_VIRTLOGD_ARGS),
             p.pidfile("virtlogd"),
             str(p.pidfile("virtlogd")),
         )
         libvirtd = _Daemon(
             "libvirtd",
-            ("libvirtd", "-d", "--listen", "-p", str(p.pidfile("libvirtd"))),
+            ("libvirtd", "--daemon", "--pid-file", str(p.pidfile("libvirtd")), *_LIBVIRTD_ARGS),
             p.pidfile("libvirtd"),
             str(p.pidfile("libvirtd")),
         )
