@@ -163,12 +163,19 @@ def seen(
     base: Iterable[tuple[str, int, bool]] = (),
     reachable: bool = True,
     error: str = "",
+    files_seen: bool | None = None,
 ) -> HostSeen:
-    """What the survey saw on ``host_name``; domains are ``(instance name, libvirt state)``."""
+    """What the survey saw on ``host_name``; domains are ``(instance name, libvirt state)``.
+
+    Files count as surveyed only when some are given (or ``files_seen``), so the cases about
+    domains need not list every guest's directory.
+    """
+    dirs = list(dirs)
     return HostSeen(
         host=host_name,
         reachable=reachable,
         error=error,
+        files_seen=bool(dirs or base) if files_seen is None else files_seen,
         domains=tuple(
             d if isinstance(d, DomainSeen) else DomainSeen(f"instance-{d[0]}", U(d[0]), d[1])
             for d in domains
@@ -941,7 +948,7 @@ def test_line(b: Books, s: Sequence[HostSeen], line: str) -> None:
 
 
 def test_every_documented_code_has_a_severity() -> None:
-    assert len(SEVERITY) == 16
+    assert len(SEVERITY) == 17
     assert {c for c, sev in SEVERITY.items() if sev == "warning"} == {
         "EDOMAIN004",
         "EHOST002",
@@ -989,6 +996,18 @@ def test_a_base_file_an_image_of_a_live_guest_names_is_kept() -> None:
     in_use is False for them, and only the books know a live guest's image uses them."""
     kernel = "k" * 64
     b = replace(books(inst("web-1"), alloc("h1", "web-1")), image_files=frozenset({kernel}))
-    s = [seen("h1", domains=[("web-1", "running")], base=[(kernel, BASE_OLD, False)]), seen("h2")]
+    h1 = seen(
+        "h1", domains=[("web-1", "running")], dirs=["web-1"], base=[(kernel, BASE_OLD, False)]
+    )
+    s = [h1, seen("h2")]
     assert run(b, s) == []
     assert [f.code for f in run(replace(b, image_files=frozenset()), s)] == ["EFILE003"]
+
+
+def test_a_guest_whose_directory_is_gone_is_an_error() -> None:
+    b = books(inst("web-1"), alloc("h1", "web-1"))
+    gone = [seen("h1", domains=[("web-1", "running")], files_seen=True), seen("h2")]
+    [finding] = run(b, gone)
+    assert (finding.code, finding.severity, finding.fixes) == ("EFILE004", "error", ())
+    there = [seen("h1", domains=[("web-1", "running")], dirs=["web-1"]), seen("h2")]
+    assert run(b, there) == []

@@ -69,6 +69,11 @@ class Hosts:
                         inst.vm_state, "running"
                     )
                     self.domains[inst.host.name][inst.domain_name] = (inst.uuid, state)
+                    here = self.dirs[inst.host.name]
+                    if not any(d["name"] == inst.uuid for d in here):
+                        here.append(
+                            {"name": inst.uuid, "uuid": inst.uuid, "kind": "instance", "mtime": 0}
+                        )
 
 
 @pytest.fixture
@@ -308,3 +313,20 @@ def test_verify_fix_heals_then_reports_what_is_left(cloud: Context, hosts: Hosts
     assert report["errors"] == 0 and report["warnings"] == 1
     with cloud.db.unit_of_work() as s:
         assert ledger.allocations_of(s, web) != {}
+
+
+def test_a_pass_reclaims_expired_soft_deletes(
+    cloud: Context, hosts: Hosts, fake: FakeExecutor
+) -> None:
+    cloud.settings = replace(cloud.settings, reclaim_instance_interval=60)
+    boot(cloud, "web")
+    hosts.sync(cloud)
+    compute.delete(cloud, ["web"])  # soft: powered off, kept
+    name = next(iter(hosts.domains["h1"]))
+    hosts.domains["h1"][name] = (hosts.domains["h1"][name][0], "shutoff")
+    assert reconcile.reconcile(cloud).reclaimed == []
+    cloud.clock = lambda: NOW + timedelta(seconds=61)
+    report = reconcile.reconcile(cloud)
+    assert report.reclaimed == ["web"]
+    assert fake.requests[-1].playbook == "destroy.yml"
+    assert row(cloud, "web").vm_state == "deleted"

@@ -27,6 +27,7 @@ EHOST002   warning  a host that did not answer the survey (not down yet)
 EFILE001   warning  an instance directory no live instance on that host owns
 EFILE002   warning  a resize stash (``<uuid>_resize``) no move under way needs
 EFILE003   warning  a cached base image no disk uses, older than the minimum age
+EFILE004   error    a guest's domain is on its host but its instance directory is not
 ========== ======== ==================================================================
 """
 
@@ -191,6 +192,8 @@ class HostSeen:
     domains: Sequence[DomainSeen] = ()
     dirs: Sequence[DirSeen] = ()
     base_files: Sequence[BaseSeen] = ()
+    #: False when the survey did not list files (an older module): no file findings then.
+    files_seen: bool = True
 
 
 @dataclass(frozen=True)
@@ -462,8 +465,9 @@ class _View:
                     fixes=(Fix("rehome", host=host, consumer=inst.uuid, resources=inst.resources),),
                 )
             ]
+        missing = self._dir_missing(inst)
         if dom.state in expected:
-            return []
+            return missing
         message = f"{inst.vm_state} in the books but {dom.state} on {host}"
         if inst.vm_state == VmState.SOFT_DELETED or self.policy.power == "restore":
             target = RESTORED_DOMAIN_STATE.get(inst.vm_state)
@@ -478,7 +482,7 @@ class _View:
                 vm_state=REPORTED_VM_STATE.get(dom.state, VmState.STOPPED),
                 power_state=int(PowerState.from_libvirt(dom.state)),
             )
-        return [
+        return missing + [
             Finding(
                 "EPOWER001",
                 "error",
@@ -488,6 +492,22 @@ class _View:
                 host=host,
                 instance=inst.uuid,
                 fixes=(fix,) if fix.kind != "set_power" or fix.state else (),
+            )
+        ]
+
+    def _dir_missing(self, inst: InstanceRecord) -> list[Finding]:
+        seen = self.survey.get(inst.host or "")
+        if seen is None or not seen.files_seen or any(d.name == inst.uuid for d in seen.dirs):
+            return []
+        return [
+            Finding(
+                "EFILE004",
+                "error",
+                "instance",
+                inst.name,
+                f"its domain is on {inst.host} but its directory (disks) is not",
+                host=inst.host,
+                instance=inst.uuid,
             )
         ]
 

@@ -242,7 +242,7 @@ def parse_survey(result: RunResult, targets: Sequence[HostTarget]) -> list[HostS
             seen.append(HostSeen(t.name, False, error=(reason or "failed").splitlines()[0][:300]))
             continue
         facts = task.result.get("host_facts") or {}
-        files = facts.get("files") or {}
+        files = facts.get("files")
         seen.append(
             HostSeen(
                 host=t.name,
@@ -261,7 +261,7 @@ def parse_survey(result: RunResult, targets: Sequence[HostTarget]) -> list[HostS
                         mtime=_ts(d.get("mtime")),
                         identity=str(d.get("identity") or ""),
                     )
-                    for d in files.get("instance_dirs", [])
+                    for d in (files or {}).get("instance_dirs", [])
                 ),
                 base_files=tuple(
                     audit.BaseSeen(
@@ -270,8 +270,9 @@ def parse_survey(result: RunResult, targets: Sequence[HostTarget]) -> list[HostS
                         in_use=bool(b.get("in_use", True)),
                         size_bytes=int(b.get("size_bytes", 0)),
                     )
-                    for b in files.get("base_files", [])
+                    for b in (files or {}).get("base_files", [])
                 ),
+                files_seen=isinstance(files, Mapping),
             )
         )
     return seen
