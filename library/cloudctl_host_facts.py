@@ -164,6 +164,7 @@ host_facts:
               I(instances_path) (C(_resize) stashes included) names the file as its backing
               file, by real path or by the same file name (a disk copied from a host with
               another instances path).
+            - C(identity) as for I(instance_dirs).
           type: list
           elements: dict
           sample:
@@ -172,6 +173,7 @@ host_facts:
               mtime: 1700000000.0
               atime: 1700000100.0
               in_use: true
+              identity: "1835010:1700000000123456789"
 """
 
 

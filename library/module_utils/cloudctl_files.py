@@ -173,6 +173,7 @@ def survey(instances_path: str) -> dict[str, list[dict[str, Any]]]:
                 "mtime": stat.st_mtime,
                 "atime": stat.st_atime,
                 "in_use": base_user(entry.path, backings) is not None,
+                "identity": f"{stat.st_ino}:{stat.st_ctime_ns}",
             }
         )
     return {"instance_dirs": instance_dirs, "base_files": base_files}

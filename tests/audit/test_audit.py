@@ -1011,3 +1011,9 @@ def test_a_guest_whose_directory_is_gone_is_an_error() -> None:
     assert (finding.code, finding.severity, finding.fixes) == ("EFILE004", "error", ())
     there = [seen("h1", domains=[("web-1", "running")], dirs=["web-1"]), seen("h2")]
     assert run(b, there) == []
+
+
+def test_an_unused_base_file_on_shared_storage_is_reported_once() -> None:
+    one = BaseSeen("a" * 64, NOW - timedelta(seconds=BASE_OLD), False, identity="shared:a")
+    findings = run(books(), [replace(seen(h), base_files=(one,)) for h in ("h1", "h2")])
+    assert [(f.code, f.object) for f in findings] == [("EFILE003", f"h1:_base/{'a' * 64}")]

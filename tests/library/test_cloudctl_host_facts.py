@@ -242,6 +242,7 @@ def test_files_survey(mod: ModuleType, instances_path: Path) -> None:
                 "size_bytes": stat.st_size,
                 "mtime": stat.st_mtime,
                 "atime": stat.st_atime,
+                "identity": f"{stat.st_ino}:{stat.st_ctime_ns}",
                 "in_use": role in in_use,
             }
         )

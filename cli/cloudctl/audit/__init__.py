@@ -180,6 +180,7 @@ class BaseSeen:
     mtime: datetime
     in_use: bool
     size_bytes: int = 0
+    identity: str = ""
 
 
 @dataclass(frozen=True)
@@ -482,7 +483,8 @@ class _View:
                 vm_state=REPORTED_VM_STATE.get(dom.state, VmState.STOPPED),
                 power_state=int(PowerState.from_libvirt(dom.state)),
             )
-        return missing + [
+        return [
+            *missing,
             Finding(
                 "EPOWER001",
                 "error",
@@ -492,7 +494,7 @@ class _View:
                 host=host,
                 instance=inst.uuid,
                 fixes=(fix,) if fix.kind != "set_power" or fix.state else (),
-            )
+            ),
         ]
 
     def _dir_missing(self, inst: InstanceRecord) -> list[Finding]:
@@ -737,6 +739,9 @@ class _View:
                     continue
                 if self.policy.now - b.mtime < base_age:
                     continue
+                if b.identity and b.identity in reported:
+                    continue  # one file on shared storage, seen from several hosts
+                reported.add(b.identity)
                 out.append(
                     Finding(
                         "EFILE003",

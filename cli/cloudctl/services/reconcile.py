@@ -269,6 +269,7 @@ def parse_survey(result: RunResult, targets: Sequence[HostTarget]) -> list[HostS
                         mtime=_ts(b.get("mtime")),
                         in_use=bool(b.get("in_use", True)),
                         size_bytes=int(b.get("size_bytes", 0)),
+                        identity=str(b.get("identity") or ""),
                     )
                     for b in (files or {}).get("base_files", [])
                 ),
