@@ -28,6 +28,7 @@ from cloudctl.commands import (
     server,
     server_group,
     snapshot,
+    state_files,
 )
 from cloudctl.commands.common import STATE
 from cloudctl.console import error
@@ -104,6 +105,8 @@ app.command("reconcile")(reconcile.reconcile)
 app.command("agent")(reconcile.agent)
 app.add_typer(lab.app, name="lab")
 app.add_typer(db.app, name="db")
+app.command("validate")(state_files.validate)
+app.command("schema")(state_files.schema)
 
 
 def run(argv: list[str] | None = None) -> int:
