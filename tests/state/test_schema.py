@@ -17,7 +17,7 @@ import yaml
 from cloudctl.state import KINDS, json_schema
 from cloudctl.state import fields as F
 
-from .test_validate import CASES, H, server
+from .test_validate import CASES, EXAMPLES, H, server
 
 SCHEMA = json_schema()
 
@@ -152,6 +152,7 @@ def test_only_known_keywords() -> None:
     assert _keywords(SCHEMA, set()) <= KEYWORDS
 
 
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_the_examples_validate(path: Path) -> None:
     for doc in documents(path.read_text()):
         assert valid(SCHEMA, doc), doc
