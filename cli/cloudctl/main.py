@@ -28,6 +28,7 @@ from cloudctl.commands import (
     server,
     server_group,
     snapshot,
+    state_cmd,
     state_files,
 )
 from cloudctl.commands.common import STATE
@@ -105,6 +106,7 @@ app.command("reconcile")(reconcile.reconcile)
 app.command("agent")(reconcile.agent)
 app.add_typer(lab.app, name="lab")
 app.add_typer(db.app, name="db")
+app.add_typer(state_cmd.app, name="state")
 app.command("validate")(state_files.validate)
 app.command("schema")(state_files.schema)
 

@@ -478,3 +478,77 @@ class Quota(TimestampMixin, Base):
     project_id: Mapped[str] = mapped_column(String(255))
     resource: Mapped[str] = mapped_column(String(64))
     hard_limit: Mapped[int] = mapped_column(Integer)
+
+
+class StateLock(Base):
+    """The state lock of ``cloudctl apply`` (and of ``cloudctl state lock``, held by hand).
+
+    A row per lock name; holding the lock is having inserted the row. ``pid`` 0 is a lock taken
+    by a person, held until ``cloudctl state unlock``.
+    """
+
+    __tablename__ = "state_locks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    hostname: Mapped[str] = mapped_column(String(255))
+    operation: Mapped[str] = mapped_column(String(64))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    info: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class ApplyRun(Base):
+    """One ``cloudctl apply``: the journal's head (running, done, failed or interrupted)."""
+
+    __tablename__ = "apply_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    plan_fingerprint: Mapped[str | None] = mapped_column(String(128), default=None)
+    holder: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    hostname: Mapped[str] = mapped_column(String(255))
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
+class ApplyStep(Base):
+    """One step of an apply, recorded before and after it runs (the journal's lines)."""
+
+    __tablename__ = "apply_steps"
+    __table_args__ = (UniqueConstraint("apply_uuid", "seq", name="uq_apply_steps_seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    apply_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    detail: Mapped[str | None] = mapped_column(Text, default=None)
+    instance_uuids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class ManagedResource(Base):
+    """Ownership: a resource that ``cloudctl apply`` created from an estate's files.
+
+    ``apply --prune`` deletes only what is recorded here; ``uuid`` is the object's UUID when it
+    has one (instances, images, groups), else None.
+    """
+
+    __tablename__ = "managed_resources"
+    __table_args__ = (UniqueConstraint("kind", "name", "estate", name="uq_managed_resources"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(255))
+    uuid: Mapped[str | None] = mapped_column(String(36), default=None)
+    estate: Mapped[str] = mapped_column(String(255), default="default")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    apply_uuid: Mapped[str | None] = mapped_column(String(36), default=None)

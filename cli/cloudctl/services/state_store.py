@@ -1,0 +1,542 @@
+"""The SQL side of ``cloudctl apply``: the state lock, the apply journal and resource ownership.
+
+* **Lock**: one row per lock name in ``state_locks``. Taking the lock is inserting the row in its
+  own short transaction; the unique name makes a second insert fail on SQLite and PostgreSQL
+  alike, and the loser reads who holds it. A holder whose process is gone (same machine, pid
+  dead) is taken over; otherwise the caller waits, polling, up to its timeout. ``pid`` 0 marks a
+  lock a person took with ``cloudctl state lock``: held until ``cloudctl state unlock``.
+* **Journal**: ``apply_runs`` (one row per apply) and ``apply_steps`` (one per step, written
+  before and after the step runs), so that an apply killed at any point can be found and run
+  again to convergence.
+* **Ownership**: ``managed_resources`` records what an apply created from an estate's files;
+  ``apply --prune`` deletes only those.
+
+Every function is one short transaction (the ownership helpers can also join the caller's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import socket
+import time
+import uuid as uuidlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cloudctl.db.models import ApplyRun, ApplyStep, ManagedResource, StateLock
+from cloudctl.errors import InvalidInput, LockHeld
+from cloudctl.services.context import Context
+
+DEFAULT_LOCK = "default"
+DEFAULT_ESTATE = "default"
+#: Seconds between two looks at a held lock.
+POLL_S = 0.5
+#: ``pid`` of a lock taken by a person (``cloudctl state lock``): no process to watch.
+HUMAN_PID = 0
+
+RUN_STATUSES = ("running", "done", "failed", "interrupted")
+STEP_STATUSES = ("pending", "running", "done", "failed", "skipped")
+_STEP_FINAL = frozenset({"done", "failed", "skipped"})
+_STEP_OPEN = ("pending", "running", "failed")
+
+
+# -- who we are ----------------------------------------------------------------------------------
+def hostname() -> str:
+    """This machine's name, as locks and runs record it."""
+    return socket.gethostname()
+
+
+def holder_name() -> str:
+    """``user@host`` of this process."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = f"uid{os.getuid()}"
+    return f"{user}@{hostname()}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a zombie counts as gone)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # The state follows the parenthesised command name, which may itself hold spaces.
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+# -- the lock ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds a lock, since when, for what."""
+
+    name: str
+    holder: str
+    pid: int
+    hostname: str
+    operation: str
+    acquired_at: datetime
+    info: str | None = None
+
+    @property
+    def by_hand(self) -> bool:
+        """Taken by ``cloudctl state lock``: held until ``state unlock``."""
+        return self.pid == HUMAN_PID
+
+    def stale(self) -> bool:
+        """The holder's process is gone (it ran on this machine and its pid is dead)."""
+        return not self.by_hand and self.hostname == hostname() and not pid_alive(self.pid)
+
+    def describe(self) -> str:
+        """``alice@ci-3 (pid 4242, apply since 2026-11-24T10:00:00+00:00: reason)``."""
+        who = "by hand" if self.by_hand else f"pid {self.pid}"
+        reason = f": {self.info}" if self.info else ""
+        since = self.acquired_at.isoformat(timespec="seconds")
+        return f"{self.holder} ({who}, {self.operation} since {since}{reason})"
+
+    def view(self) -> dict[str, Any]:
+        """JSON-friendly."""
+        return {
+            "name": self.name,
+            "holder": self.holder,
+            "pid": self.pid,
+            "hostname": self.hostname,
+            "operation": self.operation,
+            "acquired_at": self.acquired_at.isoformat(),
+            "info": self.info,
+            "by_hand": self.by_hand,
+            "stale": self.stale(),
+        }
+
+
+def _lock_info(row: StateLock) -> LockInfo:
+    return LockInfo(
+        name=row.name,
+        holder=row.holder,
+        pid=row.pid,
+        hostname=row.hostname,
+        operation=row.operation,
+        acquired_at=row.acquired_at,
+        info=row.info,
+    )
+
+
+def _read_lock(ctx: Context, name: str) -> LockInfo | None:
+    with ctx.db.unit_of_work() as session:
+        row = session.scalars(select(StateLock).where(StateLock.name == name)).first()
+        return _lock_info(row) if row is not None else None
+
+
+def _delete_lock(ctx: Context, held: LockInfo) -> bool:
+    """Remove the lock only if it is still exactly ``held`` (compare-and-delete)."""
+    with ctx.db.unit_of_work() as session:
+        result = session.execute(
+            delete(StateLock).where(
+                StateLock.name == held.name,
+                StateLock.pid == held.pid,
+                StateLock.hostname == held.hostname,
+                StateLock.holder == held.holder,
+                StateLock.acquired_at == held.acquired_at,
+            )
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+def _held_error(held: LockInfo, waited_s: float | None = None) -> LockHeld:
+    waited = f"; waited {waited_s:g}s" if waited_s else ""
+    hint = (
+        "`cloudctl state unlock` releases it"
+        if held.by_hand
+        else "if that process is gone, `cloudctl state unlock --force` breaks it"
+    )
+    return LockHeld(
+        f"state lock {held.name!r} is held by {held.describe()}{waited}; {hint}",
+        name=held.name,
+        holder=held.holder,
+        pid=held.pid,
+        hostname=held.hostname,
+        operation=held.operation,
+        since=held.acquired_at.isoformat(),
+    )
+
+
+def acquire_lock(
+    ctx: Context,
+    *,
+    operation: str,
+    timeout_s: float,
+    name: str = DEFAULT_LOCK,
+    info: str | None = None,
+    pid: int | None = None,
+) -> LockInfo:
+    """Take lock ``name`` for ``operation``, waiting up to ``timeout_s`` seconds.
+
+    ``pid`` defaults to this process; :data:`HUMAN_PID` (0) takes it for a person until
+    ``state unlock``. A holder that ran on this machine and whose process is gone is taken over
+    (said through ``ctx.progress``). Raises :class:`LockHeld` naming holder, pid and since when.
+    """
+    if timeout_s < 0:
+        raise InvalidInput(reason=f"lock timeout must be >= 0, got {timeout_s:g}")
+    me = LockInfo(
+        name=name,
+        holder=holder_name(),
+        pid=os.getpid() if pid is None else pid,
+        hostname=hostname(),
+        operation=operation,
+        acquired_at=ctx.clock(),
+        info=info,
+    )
+    deadline = time.monotonic() + timeout_s
+    told = False
+    while True:
+        me = replace(me, acquired_at=ctx.clock())
+        try:
+            with ctx.db.unit_of_work() as session:
+                session.add(
+                    StateLock(
+                        name=me.name,
+                        holder=me.holder,
+                        pid=me.pid,
+                        hostname=me.hostname,
+                        operation=me.operation,
+                        acquired_at=me.acquired_at,
+                        info=me.info,
+                    )
+                )
+            return me
+        except IntegrityError:
+            pass
+        held = _read_lock(ctx, name)
+        if held is None:
+            continue  # released between our insert and our read: try again at once
+        if held.stale():
+            ctx.progress.info(
+                f"state lock {name!r}: holder {held.holder} (pid {held.pid}, "
+                f"{held.operation}) is gone; taking the lock over"
+            )
+            _delete_lock(ctx, held)
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _held_error(held, timeout_s)
+        if not told:
+            ctx.progress.info(
+                f"waiting up to {timeout_s:g}s for state lock held by {held.describe()}"
+            )
+            told = True
+        time.sleep(min(POLL_S, left))
+
+
+def release_lock(
+    ctx: Context, name: str = DEFAULT_LOCK, *, force: bool = False, pid: int | None = None
+) -> LockInfo | None:
+    """Release lock ``name``; returns what was released (None if nobody held it).
+
+    Only its holder releases it: the same process (``pid``, default this one, on this machine),
+    anyone for a lock taken by hand when ``pid`` is :data:`HUMAN_PID`, or anyone when the
+    holder's process is gone. ``force`` breaks any lock. Raises :class:`LockHeld` otherwise.
+    """
+    mine = os.getpid() if pid is None else pid
+    while True:
+        held = _read_lock(ctx, name)
+        if held is None:
+            return None
+        own = held.pid == mine and (held.by_hand or held.hostname == hostname())
+        if not (force or own or held.stale()):
+            raise _held_error(held)
+        if _delete_lock(ctx, held):
+            return held
+        # Changed under us (released, or taken by someone else): look again.
+
+
+def lock_status(ctx: Context, name: str = DEFAULT_LOCK) -> dict[str, Any] | None:
+    """The lock's holder as a dict (with ``stale``), or None when free."""
+    held = _read_lock(ctx, name)
+    return held.view() if held is not None else None
+
+
+@contextlib.contextmanager
+def state_lock(
+    ctx: Context, operation: str, timeout_s: float, name: str = DEFAULT_LOCK
+) -> Iterator[LockInfo]:
+    """Hold lock ``name`` around a block; released on exit unless someone broke it meanwhile."""
+    held = acquire_lock(ctx, operation=operation, timeout_s=timeout_s, name=name)
+    try:
+        yield held
+    finally:
+        if not _delete_lock(ctx, held):
+            ctx.progress.info(f"state lock {name!r} was broken while {operation} ran")
+
+
+# -- the journal ---------------------------------------------------------------------------------
+def _check(kind: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise InvalidInput(reason=f"{kind} {value!r} is not one of {', '.join(allowed)}")
+
+
+def start_run(ctx: Context, fingerprint: str | None) -> str:
+    """Open an apply run (status running) for this process; returns its UUID."""
+    run_uuid = str(uuidlib.uuid4())
+    with ctx.db.unit_of_work() as session:
+        session.add(
+            ApplyRun(
+                uuid=run_uuid,
+                started_at=ctx.clock(),
+                status="running",
+                plan_fingerprint=fingerprint,
+                holder=holder_name(),
+                pid=os.getpid(),
+                hostname=hostname(),
+            )
+        )
+    return run_uuid
+
+
+def record_step(
+    ctx: Context,
+    run_uuid: str,
+    seq: int,
+    kind: str,
+    name: str,
+    action: str,
+    status: str,
+    detail: str | None = None,
+    instance_uuids: Iterable[str] = (),
+) -> None:
+    """Write step ``seq`` of a run (insert, or update the step already written).
+
+    ``running`` stamps its start, a final status (done, failed, skipped) its end; the instance
+    UUIDs given are added to those already recorded, so a step can note the guests it creates
+    before it creates them.
+    """
+    _check("step status", status, STEP_STATUSES)
+    now = ctx.clock()
+    with ctx.db.unit_of_work() as session:
+        step = session.scalars(
+            select(ApplyStep).where(ApplyStep.apply_uuid == run_uuid, ApplyStep.seq == seq)
+        ).first()
+        if step is None:
+            step = ApplyStep(apply_uuid=run_uuid, seq=seq, instance_uuids=[])
+            session.add(step)
+        step.kind, step.name, step.action, step.status = kind, name, action, status
+        if detail is not None:
+            step.detail = detail
+        known = list(step.instance_uuids or [])
+        step.instance_uuids = known + [u for u in instance_uuids if u not in known]
+        if status == "running" and step.started_at is None:
+            step.started_at = now
+        if status in _STEP_FINAL:
+            step.started_at = step.started_at or now
+            step.finished_at = now
+
+
+def finish_run(
+    ctx: Context, run_uuid: str, status: str, summary: dict[str, Any] | None = None
+) -> None:
+    """Close a run: done, failed or interrupted, with its summary."""
+    _check("run status", status, RUN_STATUSES)
+    with ctx.db.unit_of_work() as session:
+        run = _run(session, run_uuid)
+        run.status = status
+        run.finished_at = None if status == "running" else ctx.clock()
+        if summary is not None:
+            run.summary = summary
+
+
+def mark_interrupted(ctx: Context, run_uuid: str) -> None:
+    """A run whose process died: interrupted (its steps stay as they were written)."""
+    with ctx.db.unit_of_work() as session:
+        run = _run(session, run_uuid)
+        if run.status == "running":
+            run.status = "interrupted"
+            run.finished_at = ctx.clock()
+
+
+def _run(session: Session, run_uuid: str) -> ApplyRun:
+    run = session.scalars(select(ApplyRun).where(ApplyRun.uuid == run_uuid)).first()
+    if run is None:
+        raise LookupError(f"no apply run {run_uuid}")
+    return run
+
+
+def _step_view(step: ApplyStep) -> dict[str, Any]:
+    return {
+        "seq": step.seq,
+        "kind": step.kind,
+        "name": step.name,
+        "action": step.action,
+        "status": step.status,
+        "started_at": step.started_at.isoformat() if step.started_at else None,
+        "finished_at": step.finished_at.isoformat() if step.finished_at else None,
+        "detail": step.detail,
+        "instance_uuids": list(step.instance_uuids or []),
+    }
+
+
+def _run_view(session: Session, run: ApplyRun, *, open_steps_only: bool = True) -> dict[str, Any]:
+    stmt = select(ApplyStep).where(ApplyStep.apply_uuid == run.uuid)
+    if open_steps_only:
+        stmt = stmt.where(ApplyStep.status.in_(_STEP_OPEN))
+    return {
+        "uuid": run.uuid,
+        "status": run.status,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "plan_fingerprint": run.plan_fingerprint,
+        "holder": run.holder,
+        "pid": run.pid,
+        "hostname": run.hostname,
+        "summary": run.summary,
+        "stale": run.status == "running" and _run_dead(run, holding_lock=False),
+        "steps": [_step_view(s) for s in session.scalars(stmt.order_by(ApplyStep.seq))],
+    }
+
+
+def _run_dead(run: ApplyRun, *, holding_lock: bool) -> bool:
+    if run.hostname == hostname():
+        return run.pid != os.getpid() and not pid_alive(run.pid)
+    # Another machine's process cannot be asked; under the state lock it cannot be applying.
+    return holding_lock
+
+
+def unfinished_runs(ctx: Context, *, holding_lock: bool = False) -> list[dict[str, Any]]:
+    """Runs still marked running whose process is gone, oldest first, with their open steps.
+
+    A run of another machine counts only with ``holding_lock`` (the caller holds the state lock,
+    so no apply can be running anywhere). Open steps are those pending, running or failed.
+    """
+    with ctx.db.unit_of_work() as session:
+        runs = session.scalars(
+            select(ApplyRun).where(ApplyRun.status == "running").order_by(ApplyRun.id)
+        )
+        return [_run_view(session, r) for r in runs if _run_dead(r, holding_lock=holding_lock)]
+
+
+def recent_runs(ctx: Context, limit: int = 5) -> list[dict[str, Any]]:
+    """The last ``limit`` runs, newest first, each with its open steps."""
+    with ctx.db.unit_of_work() as session:
+        runs = session.scalars(select(ApplyRun).order_by(ApplyRun.id.desc()).limit(limit))
+        return [_run_view(session, r) for r in runs]
+
+
+def run_steps(ctx: Context, run_uuid: str) -> list[dict[str, Any]]:
+    """Every step of a run, in order."""
+    with ctx.db.unit_of_work() as session:
+        _run(session, run_uuid)
+        steps = session.scalars(
+            select(ApplyStep).where(ApplyStep.apply_uuid == run_uuid).order_by(ApplyStep.seq)
+        )
+        return [_step_view(s) for s in steps]
+
+
+# -- ownership -----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _session_of(target: Session | Context) -> Iterator[Session]:
+    if isinstance(target, Session):
+        yield target
+        target.flush()
+    else:
+        with target.db.unit_of_work() as session:
+            yield session
+
+
+def record_owned(
+    target: Session | Context,
+    kind: str,
+    name: str,
+    uuid: str | None,
+    estate: str = DEFAULT_ESTATE,
+    apply_uuid: str | None = None,
+) -> None:
+    """Record that ``estate``'s files own ``kind``/``name`` (insert, or update its uuid).
+
+    Pass the session that creates the object to record both in one transaction.
+    """
+    with _session_of(target) as session:
+        row = session.scalars(
+            select(ManagedResource).where(
+                ManagedResource.kind == kind,
+                ManagedResource.name == name,
+                ManagedResource.estate == estate,
+            )
+        ).first()
+        if row is None:
+            session.add(
+                ManagedResource(
+                    kind=kind, name=name, uuid=uuid, estate=estate, apply_uuid=apply_uuid
+                )
+            )
+        else:
+            row.uuid = uuid
+            row.apply_uuid = apply_uuid or row.apply_uuid
+
+
+def forget_owned(
+    target: Session | Context, kind: str, name: str, estate: str = DEFAULT_ESTATE
+) -> bool:
+    """Drop an ownership record (after the object was deleted); False if there was none."""
+    with _session_of(target) as session:
+        result = session.execute(
+            delete(ManagedResource).where(
+                ManagedResource.kind == kind,
+                ManagedResource.name == name,
+                ManagedResource.estate == estate,
+            )
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+def owned(ctx: Context, estate: str = DEFAULT_ESTATE) -> dict[str, dict[str, str | None]]:
+    """What ``estate`` owns: kind -> name -> uuid (None for objects without one)."""
+    out: dict[str, dict[str, str | None]] = defaultdict(dict)
+    with ctx.db.unit_of_work() as session:
+        rows = session.execute(
+            select(ManagedResource.kind, ManagedResource.name, ManagedResource.uuid)
+            .where(ManagedResource.estate == estate)
+            .order_by(ManagedResource.kind, ManagedResource.name)
+        )
+        for kind, name, uuid in rows:
+            out[kind][name] = uuid
+    return dict(out)
+
+
+def owned_counts(ctx: Context) -> dict[str, dict[str, int]]:
+    """Managed resources per estate and kind: estate -> kind -> count."""
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    with ctx.db.unit_of_work() as session:
+        rows = session.execute(
+            select(ManagedResource.estate, ManagedResource.kind, func.count(ManagedResource.id))
+            .group_by(ManagedResource.estate, ManagedResource.kind)
+            .order_by(ManagedResource.estate, ManagedResource.kind)
+        )
+        for estate, kind, count in rows:
+            out[estate][kind] = int(count)
+    return dict(out)
+
+
+# -- what ``cloudctl state show`` prints ---------------------------------------------------------
+def state_view(ctx: Context, *, name: str = DEFAULT_LOCK, runs: int = 5) -> dict[str, Any]:
+    """The lock, the last runs (with their unfinished steps) and the managed resources."""
+    return {
+        "lock": lock_status(ctx, name),
+        "runs": recent_runs(ctx, runs),
+        "managed": owned_counts(ctx),
+    }
