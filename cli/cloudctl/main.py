@@ -15,6 +15,7 @@ import typer
 from cloudctl import __version__
 from cloudctl.commands import (
     action,
+    adopt_cmd,
     db,
     flavor,
     host,
@@ -104,6 +105,7 @@ app.command("capacity")(schedule.capacity)
 app.command("verify")(reconcile.verify)
 app.command("reconcile")(reconcile.reconcile)
 app.command("agent")(reconcile.agent)
+app.command("adopt")(adopt_cmd.adopt)
 app.add_typer(lab.app, name="lab")
 app.add_typer(db.app, name="db")
 app.add_typer(state_cmd.app, name="state")

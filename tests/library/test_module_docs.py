@@ -23,6 +23,7 @@ MODULES = [
     "cloudctl_console",
     "cloudctl_snapshot",
     "cloudctl_host_cleanup",
+    "cloudctl_domain_info",
 ]
 
 
