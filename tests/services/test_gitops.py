@@ -1,0 +1,145 @@
+"""plan / apply over the fake executor: the example estate, then each kind of change."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from cloudctl.db.models import ApplyRun
+from cloudctl.errors import InvalidInput, LockHeld
+from cloudctl.executor.fake import FakeExecutor
+from cloudctl.services import gitops, reconcile, state_store
+from cloudctl.services.context import Context
+from tests.conftest import NOW, add_host
+from tests.services.conftest import add_image, running
+from tests.services.lifecycle import power_answer, row
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "estate"
+
+
+@pytest.fixture
+def lab(ctx: Context, fake: FakeExecutor, tmp_path: Path) -> Path:
+    for i in range(1, 5):
+        add_host(ctx, f"lab-{i}", availability_zone="az1" if i % 2 else "az2", memory_mb=8192)
+    add_image(ctx)
+    fake.on("spawn.yml", running)
+    fake.on("power.yml", power_answer)
+    estate = tmp_path / "estate"
+    shutil.copytree(EXAMPLES, estate)
+    return estate
+
+
+def actions_of(plan: gitops.Plan) -> dict[tuple[str, str], str]:
+    return {(c.kind, c.name): c.action for c in plan.diff.changes if c.is_change}
+
+
+def test_apply_the_examples_then_nothing_to_do(ctx: Context, lab: Path, fake: FakeExecutor) -> None:
+    plan = gitops.make_plan(ctx, lab)
+    assert plan.errors == []
+    planned = actions_of(plan)
+    assert planned[("Server", "web-1")] == "create" and planned[("Flavor", "m1.small")] == "create"
+    hosts = {n: p.host for n, p in plan.placements.items()}
+    assert len({hosts["web-1"], hosts["web-2"], hosts["web-3"]}) == 3  # anti-affinity
+    assert hosts["db"] == "lab-1"  # pinned
+    assert hosts["cache"] == "lab-4"  # preferred, and not db's host
+    _, report = gitops.run_apply(ctx, lab)
+    assert report is not None and report.failed == [], report.failed
+    spawns = [r for r in fake.requests if r.playbook == "spawn.yml"]
+    assert len(spawns) == 1  # every server built in one play
+    assert row(ctx, "batch-01").vm_state == "stopped"
+    assert row(ctx, "db").host_id is not None
+    again = gitops.make_plan(ctx, lab)
+    assert not again.has_changes, actions_of(again)
+    owned = state_store.owned(ctx)
+    assert set(owned["Server"]) == {
+        "web-1",
+        "web-2",
+        "web-3",
+        "db",
+        "batch-01",
+        "batch-02",
+        "cache",
+    }
+
+
+def test_replicas_power_metadata_and_prune(ctx: Context, lab: Path, fake: FakeExecutor) -> None:
+    gitops.run_apply(ctx, lab)
+    servers = lab / "servers.yaml"
+    text = servers.read_text()
+    text = text.replace("replicas: 3", "replicas: 4").replace("role: web", "role: frontend")
+    text = text.replace("power_state: stopped", "power_state: running")
+    servers.write_text(text)
+    plan = gitops.make_plan(ctx, lab)
+    got = actions_of(plan)
+    assert got[("Server", "web-4")] == "create"
+    assert got[("Server", "web-1")] == "update"  # metadata: live
+    assert got[("Server", "batch-01")] == "update"  # power: live
+    assert {c.impact for c in plan.diff.changes if c.kind == "Server" and c.action == "update"} == {
+        "live"
+    }
+    _, report = gitops.run_apply(ctx, lab)
+    assert report is not None and not report.failed, report.failed
+    assert row(ctx, "batch-02").vm_state == "active"
+    assert row(ctx, "web-2").instance_metadata == {"role": "frontend"}
+    # cache is dropped from the files: kept without --prune, deleted with it
+    servers.write_text(
+        servers.read_text().split("kind: Server\nmetadata:\n  name: cache")[0].rsplit("---", 1)[0]
+    )
+    assert ("Server", "cache") not in actions_of(gitops.make_plan(ctx, lab))
+    fake.on("destroy.yml", lambda req: {})
+    plan = gitops.make_plan(ctx, lab, prune=True)
+    assert actions_of(plan)[("Server", "cache")] == "delete"
+    gitops.run_apply(ctx, lab, prune=True)
+    assert row(ctx, "cache").vm_state == "deleted"
+    assert not gitops.make_plan(ctx, lab, prune=True).has_changes
+
+
+def test_a_saved_plan_is_refused_once_the_books_moved(
+    ctx: Context, lab: Path, tmp_path: Path
+) -> None:
+    plan = gitops.make_plan(ctx, lab)
+    saved = tmp_path / "plan.json"
+    gitops.save_plan(plan, saved, lab, False)
+    add_host(ctx, "lab-5", availability_zone="az1")
+    with pytest.raises(InvalidInput, match="changed since"):
+        gitops.run_apply(ctx, None, plan_file=saved)
+
+
+def test_a_second_apply_waits_for_the_lock_then_gives_up(ctx: Context, lab: Path) -> None:
+    with state_store.state_lock(ctx, "apply", 0), pytest.raises(LockHeld):
+        gitops.run_apply(ctx, lab, lock_timeout_s=0.2)
+
+
+def test_an_apply_killed_mid_build_is_cleaned_up_by_the_next(
+    ctx: Context, lab: Path, fake: FakeExecutor
+) -> None:
+    plan = gitops.make_plan(ctx, lab)
+    estate, _ = gitops.load(ctx, lab)
+
+    def die(req: object) -> dict[str, object]:
+        raise KeyboardInterrupt  # the process dies while the spawn play runs
+
+    fake.on("spawn.yml", die)
+    with pytest.raises(KeyboardInterrupt):
+        gitops.apply(ctx, plan, estate)
+    assert row(ctx, "web-1").vm_state == "building"
+    with ctx.db.unit_of_work() as s:  # as if its process were gone
+        s.execute(update(ApplyRun).values(status="running", pid=dead_pid()))
+    fake.on("spawn.yml", running)
+    fake.on("destroy.yml", lambda req: {})
+    _, report = gitops.run_apply(ctx, lab)
+    assert report is not None and "web-1" in report.cleaned and not report.failed
+    assert row(ctx, "web-1").vm_state == "active"
+    with ctx.db.unit_of_work() as s:
+        assert reconcile.ledger_findings(s, NOW) == []
+    assert not gitops.make_plan(ctx, lab).has_changes
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
