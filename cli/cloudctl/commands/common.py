@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -56,7 +57,7 @@ class AppState:
             db.ensure_schema()
 
             def executor() -> Executor:
-                return AnsibleExecutor(runs_dir=settings.runs_dir)
+                return make_executor(settings.runs_dir)
 
             self._ctx = Context(
                 settings=settings,
@@ -65,6 +66,11 @@ class AppState:
                 progress=ConsoleProgress(quiet=self.quiet if quiet is None else quiet),
             )
         return self._ctx
+
+
+def make_executor(runs_dir: Path, forks: int = 10) -> Executor:
+    """The Ansible executor (looked up at call time: tests swap ``AnsibleExecutor``)."""
+    return AnsibleExecutor(runs_dir=runs_dir, forks=forks)
 
 
 STATE = AppState()

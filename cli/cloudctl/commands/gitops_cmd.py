@@ -9,10 +9,10 @@ from typing import Annotated, Any
 
 import typer
 
+from cloudctl.commands import common
 from cloudctl.commands.common import OutputOpt, ctx_for
 from cloudctl.console import OutputFormat, emit, error, message
 from cloudctl.errors import InvalidInput
-from cloudctl.executor.ansible import AnsibleExecutor
 from cloudctl.services import gitops
 from cloudctl.state import InvalidEstate
 
@@ -213,10 +213,11 @@ def apply(
         raise InvalidInput(reason="--parallel must be at least 1")
     ctx = ctx_for(output)
     runs_dir = ctx.settings.runs_dir
-    ctx.executor_factory = lambda: AnsibleExecutor(runs_dir=runs_dir, forks=parallel)
+    ctx.executor_factory = lambda: common.make_executor(runs_dir, forks=parallel)
 
     def approve(p: gitops.Plan) -> bool:
-        _show(p.view(), "table" if output == OutputFormat.table else "none")
+        if output == OutputFormat.table:
+            _show(p.view(), "table")
         if auto_approve or plan_file is not None:
             return True
         if not sys.stdin.isatty():
