@@ -18,6 +18,7 @@ from cloudctl.commands import (
     adopt_cmd,
     db,
     flavor,
+    gitops_cmd,
     host,
     image,
     keypair,
@@ -111,6 +112,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(state_cmd.app, name="state")
 app.command("validate")(state_files.validate)
 app.command("schema")(state_files.schema)
+app.command("plan")(gitops_cmd.plan)
+app.command("apply")(gitops_cmd.apply)
 
 
 def run(argv: list[str] | None = None) -> int:

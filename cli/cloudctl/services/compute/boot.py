@@ -121,24 +121,33 @@ def parse_az(value: str | None) -> tuple[str | None, str | None]:
 
 def boot(ctx: Context, req: BootRequest, *, wait: bool = True) -> list[dict[str, Any]]:
     """Validate, create, schedule and claim; then build (inline, or in a detached worker)."""
-    names = instance_names(req)
-    az, force_host = parse_az(req.availability_zone)
-    user_data = validation.user_data(req.user_data) if req.user_data is not None else None
     request_id = actions.new_request_id()
-    for attempt in range(1, CLAIM_RETRIES + 1):
-        try:
-            uuids = _create_and_claim(ctx, req, names, az, force_host, user_data, request_id)
-            break
-        except ledger.GenerationConflict as exc:
-            if attempt == CLAIM_RETRIES:
-                raise ClaimConflict(host=exc.host, attempts=attempt) from exc
-            ctx.progress.info(f"ledger changed on {exc.host}, scheduling again")
-            time.sleep(ctx.rng.uniform(0.01, 0.05 * attempt))
+    uuids = create_and_claim(ctx, req, request_id)
     if wait:
         build_instances(ctx, uuids, request_id)
     else:
         launch_worker(ctx.settings, ["_build", request_id, *uuids])
     return [show_instance(ctx, u) for u in uuids]
+
+
+def create_and_claim(ctx: Context, req: BootRequest, request_id: str) -> list[str]:
+    """Validate, create the instances (BUILDING) and claim their hosts; nothing spawned yet.
+
+    ``apply`` creates many requests this way under one ``request_id`` and builds them all in
+    one play with :func:`build_instances`. Compare-and-swap conflicts are retried.
+    """
+    names = instance_names(req)
+    az, force_host = parse_az(req.availability_zone)
+    user_data = validation.user_data(req.user_data) if req.user_data is not None else None
+    for attempt in range(1, CLAIM_RETRIES + 1):
+        try:
+            return _create_and_claim(ctx, req, names, az, force_host, user_data, request_id)
+        except ledger.GenerationConflict as exc:
+            if attempt == CLAIM_RETRIES:
+                raise ClaimConflict(host=exc.host, attempts=attempt) from exc
+            ctx.progress.info(f"ledger changed on {exc.host}, scheduling again")
+            time.sleep(ctx.rng.uniform(0.01, 0.05 * attempt))
+    raise AssertionError("unreachable")
 
 
 def _create_and_claim(
