@@ -1,7 +1,8 @@
 """``python -m benchmarks`` (``make bench``): each workload, its reference, and the ratio.
 
 ``python -m benchmarks scheduler`` (``make bench-scheduler``) runs only the scheduler workloads
-(placement W1/W2 and the concurrent claims).
+(placement W1/W2 and the concurrent claims); ``python -m benchmarks plan`` only the plan at
+scale (10,000 servers over 1,000 hosts).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from benchmarks import batching, scheduler, scheduler_workloads
+from benchmarks import batching, plan, scheduler, scheduler_workloads
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,10 +19,14 @@ def main(argv: list[str] | None = None) -> None:
     if args == ["scheduler"]:
         scheduler_workloads.run()
         return
+    if args == ["plan"]:
+        plan.run()
+        return
     if args:
-        raise SystemExit(f"usage: python -m benchmarks [scheduler] (got {' '.join(args)})")
+        raise SystemExit(f"usage: python -m benchmarks [scheduler|plan] (got {' '.join(args)})")
     scheduler.run()
     scheduler_workloads.run()
+    plan.run()
     batching.run(virt_type=os.environ.get("CLOUDCTL_BENCH_VIRT_TYPE", "kvm"))
 
 

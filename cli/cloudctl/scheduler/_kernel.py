@@ -460,7 +460,7 @@ def place_py(
 ScanFn = Callable[..., int]
 
 
-_jit = numba.njit(cache=False, nogil=True, fastmath=False)
+_jit = numba.njit(cache=True, nogil=True, fastmath=False)
 # The helpers are called by name from the compiled functions: compile them first.
 _unpack = _jit(_unpack)
 _passes = _jit(_passes)

@@ -8,6 +8,7 @@ queries for the names a Server may refer to. Nothing here writes to the database
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import Select, select
@@ -103,7 +104,14 @@ def validate_path(
     Without a context (offline) references to objects the files do not define are not
     checked; with ``check_files`` the image files named must exist here.
     """
-    estate = load_estate(read_files(path))
+    return validate_files(ctx, read_files(path), check_files=check_files)
+
+
+def validate_files(
+    ctx: Context | None, files: Sequence[tuple[str, str]], *, check_files: bool = True
+) -> tuple[Estate, list[Problem]]:
+    """:func:`validate_path` of files already read (``(name, text)`` as :func:`read_files`)."""
+    estate = load_estate(files)
     known = known_names(ctx) if ctx is not None else Known.unchecked()
     problems = validate(estate, known)
     if check_files:

@@ -58,7 +58,7 @@ def parse_file(text: str, filename: str) -> tuple[list[Document[Any]], list[Prob
     A document with problems in its spec is still returned (its ``broken`` paths say which
     fields); one whose kind or name cannot be read is not.
     """
-    with _no_cyclic_gc():
+    with no_cyclic_gc():
         return _parse(text, filename, _FAST_LOADER)
 
 
@@ -88,7 +88,7 @@ def load_estate(files: Sequence[tuple[str, str]]) -> Estate:
     documents: list[Document[Any]] = []
     problems: list[Problem] = []
     for name, text in files:
-        with _no_cyclic_gc():
+        with no_cyclic_gc():
             docs, found = _parse(text, name, _FAST_LOADER)
         documents.extend(docs)
         problems.extend(found)
@@ -103,12 +103,12 @@ def load_estate(files: Sequence[tuple[str, str]]) -> Estate:
 
 
 @contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Parse with the cyclic garbage collector paused.
+def no_cyclic_gc() -> Iterator[None]:
+    """Run the block with the cyclic garbage collector paused (a parse, a plan).
 
-    Nodes, documents and locations are many small acyclic objects, freed by reference
-    counting; left on, the collector rescans them all again and again as they accumulate
-    and doubles the time a file of ten thousand documents takes.
+    Nodes, documents and locations (and a plan's servers, intents and changes) are many
+    small acyclic objects, freed by reference counting; left on, the collector rescans them
+    all again and again as they accumulate and doubles the time ten thousand of them take.
     """
     was_enabled = gc.isenabled()
     gc.disable()

@@ -196,7 +196,8 @@ def diff(estate: Estate, current: Current, *, prune: bool = False) -> Diff:
         "ServerGroup", estate.server_groups, current.server_groups, _group_fields, current, prune
     )
     changes += _quotas(estate, current)
-    server_changes, drift = _servers(estate, current, prune)
+    desired = {ds.name: ds for ds in estate.desired_servers()}
+    server_changes, drift = _servers(desired, current, prune)
     changes += server_changes
     for kind, declared, have in (
         ("Flavor", estate.flavors, current.flavors),
@@ -204,7 +205,7 @@ def diff(estate: Estate, current: Current, *, prune: bool = False) -> Diff:
         ("Network", estate.networks, current.networks),
         ("KeyPair", estate.keypairs, current.keypairs),
         ("ServerGroup", estate.server_groups, current.server_groups),
-        ("Server", {d.name for d in estate.desired_servers()}, current.servers),
+        ("Server", desired, current.servers),
     ):
         unmanaged += [
             (kind, n) for n in sorted(have) if n not in declared and n not in _owned(current, kind)
@@ -384,22 +385,32 @@ def intent_of(ds: DesiredServer) -> ServerIntent:
 _POWER_OF_VM_STATE = {"active": "running", "stopped": "stopped", "paused": "paused"}
 
 
-def _servers(estate: Estate, current: Current, prune: bool) -> tuple[list[Change], list[Drift]]:
+def _servers(
+    desired: Mapping[str, DesiredServer], current: Current, prune: bool
+) -> tuple[list[Change], list[Drift]]:
     out: list[Change] = []
     drift: list[Drift] = []
-    desired = {ds.name: ds for ds in estate.desired_servers()}
     owned = _owned(current, "Server")
+    # Replicas differ only in name and index, which no comparison reads: each document's
+    # servers are compared with one intent, and a replica gets its own only when it changes.
+    shared: dict[int, ServerIntent] = {}
     for name, ds in desired.items():
-        want = intent_of(ds)
         have = current.servers.get(name)
         if have is None:
+            want = intent_of(ds)
             where = f" on {want.host_name}" if want.placement == "pinned" else ""
             out.append(
                 Change("Server", name, "create", f"declared, not running{where}", "", (), want)
             )
             continue
-        drift += _drift_of(have, want, current)
-        out.append(_server_change(have, want))
+        common = shared.get(id(ds.document))
+        if common is None:
+            common = shared[id(ds.document)] = intent_of(ds)
+        drift += _drift_of(have, common, current)
+        change = _server_change(have, common)
+        if change.is_change:
+            change = _server_change(have, intent_of(ds))
+        out.append(change)
     for name in sorted(owned):
         have = current.servers.get(name)
         if have is not None and name not in desired:
