@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
 
 from cloudctl.db.models import ApplyRun
 from cloudctl.errors import InvalidInput, LockHeld
+from cloudctl.executor.base import RunRequest
 from cloudctl.executor.fake import FakeExecutor
 from cloudctl.services import gitops, reconcile, state_store
 from cloudctl.services.context import Context
@@ -143,3 +145,35 @@ def dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+def test_refresh_shows_what_the_hosts_say_apart_from_changes(
+    ctx: Context, lab: Path, fake: FakeExecutor
+) -> None:
+    gitops.run_apply(ctx, lab)
+    web1 = row(ctx, "web-1")
+
+    def survey(req: RunRequest) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for t in req.hosts:
+            domains = []
+            if t.name == "lab-2":
+                domains.append(
+                    {
+                        "name": "stranger",
+                        "uuid": "5e1b4c1e-0000-4000-8000-00000000000a",
+                        "state": "running",
+                    }
+                )
+            out[t.name] = {"host facts": {"host_facts": {"domains": domains}}}
+        return out
+
+    fake.on("discover.yml", survey)
+    plan = gitops.make_plan(ctx, lab, refresh=True)
+    assert not plan.has_changes  # drift is shown, never planned
+    kinds = {(d.server, d.kind) for d in plan.diff.drift}
+    assert (web1.name, "domain-missing") in kinds
+    assert ("stranger", "unknown-domain") in kinds
+    assert not gitops.make_plan(ctx, lab).diff.drift or all(
+        d.kind == "placement" for d in gitops.make_plan(ctx, lab).diff.drift
+    )

@@ -162,6 +162,9 @@ def plan(
     prune: Annotated[
         bool, typer.Option(help="Plan deleting what the files no longer declare.")
     ] = False,
+    refresh: Annotated[
+        bool, typer.Option(help="Ask the hosts first (one play) and show their drift.")
+    ] = True,
     detailed_exitcode: Annotated[
         bool,
         typer.Option("--detailed-exitcode", help="Exit 0 = no changes, 1 = error, 2 = changes."),
@@ -177,7 +180,7 @@ def plan(
         raise InvalidInput(reason=f"--output must be table, json, yaml or markdown, not {output!r}")
     ctx = ctx_for(OutputFormat.table if output in ("table", "markdown") else OutputFormat.json)
     try:
-        result = gitops.make_plan(ctx, file, prune=prune)
+        result = gitops.make_plan(ctx, file, prune=prune, refresh=refresh)
     except InvalidEstate as exc:
         raise _problems(exc) from None
     view = result.view()

@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloudctl import ledger
+from cloudctl.audit import HostSeen
 from cloudctl.db.models import (
     Flavor,
     Host,
@@ -52,6 +53,7 @@ from cloudctl.services import (
     images,
     keypairs,
     quotas,
+    reconcile,
     server_groups,
     state_store,
 )
@@ -70,7 +72,7 @@ from cloudctl.services.compute.migrate import migrate as cold_migrate
 from cloudctl.services.compute.power import power
 from cloudctl.services.compute.rebuild import rebuild
 from cloudctl.services.context import Context
-from cloudctl.state import Estate, FlavorSpec, ImageSpec
+from cloudctl.state import Estate, FlavorSpec, ImageSpec, InvalidEstate
 from cloudctl.state.loader import no_cyclic_gc
 from cloudctl.state.plan import Change, Current, CurrentServer, Diff, ServerIntent, capacity
 from cloudctl.state.plan import diff as diff_estate
@@ -309,23 +311,60 @@ def load(ctx: Context, path: str | Path) -> tuple[Estate, list[tuple[str, str]]]
     files = desired.read_files(Path(path))
     estate, problems = desired.validate_files(ctx, files)
     if problems:
-        from cloudctl.state import InvalidEstate
-
         raise InvalidEstate(problems)
     return estate, files
 
 
-def make_plan(ctx: Context, path: str | Path, *, prune: bool = False) -> Plan:
-    """Validate, diff, place, and measure capacity before and after."""
+def make_plan(
+    ctx: Context, path: str | Path, *, prune: bool = False, refresh: bool = False
+) -> Plan:
+    """Validate, diff, place, and measure capacity before and after.
+
+    ``refresh`` asks the hosts first (one survey play, as reconcile's) so the plan shows drift:
+    domains missing, stopped or running against the books, and domains cloudctl does not know.
+    """
+    estate, files = load(ctx, path)  # bad files stop here, before any host is asked
+    seen = reconcile.survey(ctx).seen if refresh else None
     with no_cyclic_gc():
-        return _make_plan(ctx, path, prune)
+        return _make_plan(ctx, estate, files, prune, seen)
 
 
-def _make_plan(ctx: Context, path: str | Path, prune: bool) -> Plan:
-    estate, files = load(ctx, path)
+def _observed(
+    session: Session, seen: Sequence[HostSeen]
+) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
+    """uuid -> libvirt state (``absent`` when its reachable host has no such domain), and the
+    domains no instance row knows."""
+    answered = {s.host: s for s in seen if s.reachable}
+    found = {d.uuid: d.state for s in answered.values() for d in s.domains}
+    observed = {}
+    known = set()
+    for uuid, host, deleted in session.execute(
+        select(Instance.uuid, Host.name, Instance.deleted).outerjoin(
+            Host, Host.id == Instance.host_id
+        )
+    ):
+        known.add(uuid)
+        if not deleted and host in answered:
+            observed[uuid] = found.get(uuid, "absent")
+    unknown = tuple(
+        (s.host, d.name) for s in answered.values() for d in s.domains if d.uuid not in known
+    )
+    return observed, unknown
+
+
+def _make_plan(
+    ctx: Context,
+    estate: Estate,
+    files: Sequence[tuple[str, str]],
+    prune: bool,
+    seen: Sequence[HostSeen] | None,
+) -> Plan:
     owned = state_store.owned(ctx, ESTATE)
     with ctx.db.unit_of_work() as session:
         current = snapshot(session, ctx, owned)
+        if seen is not None:
+            observed, unknown = _observed(session, seen)
+            current = replace(current, observed=observed, unknown_domains=unknown)
         diff = diff_estate(estate, current, prune=prune)
         fp = fingerprint(session, _digest(files))
         rows = hosts.list_hosts(session)

@@ -94,6 +94,8 @@ class Current:
     #: Servers' libvirt states as a survey saw them (uuid -> state, "absent" if on no host);
     #: empty when the plan did not ask the hosts.
     observed: Mapping[str, str] = field(default_factory=dict)
+    #: Domains a survey found that no instance (live or deleted) has: (host, domain name).
+    unknown_domains: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ class Drift:
     """Where the hosts disagree with the books (shown apart from what the files change)."""
 
     server: str
-    kind: Literal["domain-missing", "stopped", "paused", "unknown-state", "placement"]
+    kind: Literal["domain-missing", "stopped", "paused", "running", "unknown-domain", "placement"]
     detail: str
 
 
@@ -198,6 +200,10 @@ def diff(estate: Estate, current: Current, *, prune: bool = False) -> Diff:
     changes += _quotas(estate, current)
     desired = {ds.name: ds for ds in estate.desired_servers()}
     server_changes, drift = _servers(desired, current, prune)
+    drift += [
+        Drift(name, "unknown-domain", f"on {host}, not cloudctl's (cloudctl adopt {host} {name})")
+        for host, name in current.unknown_domains
+    ]
     changes += server_changes
     for kind, declared, have in (
         ("Flavor", estate.flavors, current.flavors),
@@ -497,6 +503,8 @@ def _drift_of(have: CurrentServer, want: ServerIntent, current: Current) -> list
             out.append(Drift(have.name, "stopped", f"{seen} on {have.host}, active in the books"))
         elif have.vm_state == "active" and seen == "paused":
             out.append(Drift(have.name, "paused", f"paused on {have.host}"))
+        elif have.vm_state == "stopped" and seen in ("running", "blocked"):
+            out.append(Drift(have.name, "running", f"running on {have.host}, stopped in the books"))
     if want.placement == "preferred" and want.host_name and have.host != want.host_name:
         out.append(
             Drift(have.name, "placement", f"on {have.host}, prefers {want.host_name} (not moved)")
