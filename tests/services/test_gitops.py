@@ -177,3 +177,22 @@ def test_refresh_shows_what_the_hosts_say_apart_from_changes(
     assert not gitops.make_plan(ctx, lab).diff.drift or all(
         d.kind == "placement" for d in gitops.make_plan(ctx, lab).diff.drift
     )
+
+
+def test_networks_are_created_replaced_and_pruned(ctx: Context, lab: Path) -> None:
+    doc = (
+        "apiVersion: cloudctl.dev/v1\nkind: Network\nmetadata: {name: storage}\n"
+        "spec: {cidr: 10.77.0.0/24, gateway: 10.77.0.1, dns: [10.77.0.53]}\n"
+    )
+    (lab / "net.yaml").write_text(doc)
+    assert actions_of(gitops.make_plan(ctx, lab))[("Network", "storage")] == "create"
+    gitops.run_apply(ctx, lab)
+    (lab / "net.yaml").write_text(doc.replace("10.77.0.53", "10.77.0.54"))
+    assert actions_of(gitops.make_plan(ctx, lab)) == {("Network", "storage"): "replace"}
+    _, report = gitops.run_apply(ctx, lab)
+    assert report is not None and not report.failed
+    assert not gitops.make_plan(ctx, lab).has_changes
+    (lab / "net.yaml").unlink()
+    assert actions_of(gitops.make_plan(ctx, lab, prune=True)) == {("Network", "storage"): "delete"}
+    gitops.run_apply(ctx, lab, prune=True)
+    assert not gitops.make_plan(ctx, lab, prune=True).has_changes

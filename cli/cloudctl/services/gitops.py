@@ -52,6 +52,7 @@ from cloudctl.services import (
     hosts,
     images,
     keypairs,
+    network,
     quotas,
     reconcile,
     server_groups,
@@ -395,11 +396,6 @@ def _make_plan(
             old = current.servers[c.name]
             moves.append((old.host, None, _server_resources(current, old.flavor)))
             moves.append((None, placements[c.name].host, res))
-    errors += [
-        f"Network {c.name}: networks are validated but not applied yet (create it with cloudctl)"
-        for c in diff.changes
-        if c.kind == "Network" and c.is_change
-    ]
     return Plan(
         diff=diff,
         placements=placements,
@@ -817,6 +813,10 @@ def _apply_catalog(ctx: Context, estate: Estate, c: Change) -> None:
                 min_ram_mb=i.min_ram_mb,
                 min_disk_gb=i.min_disk_gb,
             )
+    elif c.kind == "Network":
+        n = estate.networks[c.name].spec
+        with ctx.db.unit_of_work() as session:
+            network.create_network(session, c.name, n.cidr, n.gateway, n.dns, n.bridge)
     elif c.kind == "KeyPair":
         keypairs.add_keypair(ctx, c.name, estate.keypairs[c.name].spec.public_key)
     elif c.kind == "ServerGroup":
@@ -829,6 +829,10 @@ def _apply_catalog(ctx: Context, estate: Estate, c: Change) -> None:
 
 
 def _delete_catalog(ctx: Context, kind: str, name: str) -> None:
+    if kind == "Network":
+        with ctx.db.unit_of_work() as session:
+            network.delete_network(session, name)
+        return
     deleters: dict[str, Callable[[Context, str], None]] = {
         "Flavor": flavors.delete_flavor,
         "Image": images.delete_image,

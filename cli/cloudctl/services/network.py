@@ -5,13 +5,15 @@ from __future__ import annotations
 import ipaddress
 import random
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloudctl.db.models import FixedIP, Network
+from cloudctl.domain import validation
 from cloudctl.domain.settings import NetworkSettings
-from cloudctl.errors import CloudctlError, InvalidInput
+from cloudctl.errors import AlreadyExists, CloudctlError, InUse, InvalidInput, NotFound
 
 
 class NoMoreFixedIps(CloudctlError):
@@ -43,6 +45,50 @@ def ensure_default_network(session: Session, settings: NetworkSettings) -> Netwo
     session.add(net)
     session.flush()
     return net
+
+
+def create_network(
+    session: Session,
+    name: str,
+    cidr: str,
+    gateway: str | None = None,
+    dns: Sequence[str] = (),
+    bridge: str = "cloudbr0",
+) -> Network:
+    """Register a flat network (its addresses are handed out on first use)."""
+    validation.object_name("network", name)
+    try:
+        subnet = ipaddress.ip_network(cidr)
+    except ValueError as exc:
+        raise InvalidInput(reason=f"network cidr {cidr!r}: {exc}") from exc
+    if session.scalars(
+        select(Network.id).where(Network.name == name, Network.deleted == 0)
+    ).first():
+        raise AlreadyExists(kind="network", name=name)
+    net = Network(
+        uuid=str(uuid.uuid4()),
+        name=name,
+        cidr=str(subnet),
+        gateway=gateway,
+        dns=list(dns),
+        bridge=bridge,
+    )
+    session.add(net)
+    session.flush()
+    return net
+
+
+def delete_network(session: Session, name: str) -> None:
+    """Remove a network no guest holds an address of."""
+    net = session.scalars(select(Network).where(Network.name == name, Network.deleted == 0)).first()
+    if net is None:
+        raise NotFound(kind="network", name=name)
+    used = session.scalars(
+        select(FixedIP.address).where(FixedIP.network_id == net.id, FixedIP.allocated)
+    ).first()
+    if used is not None:
+        raise InUse(kind="network", name=name, reason=f"address {used} is allocated")
+    net.deleted = net.id
 
 
 def generate_mac(rng: random.Random) -> str:
