@@ -196,3 +196,14 @@ def test_networks_are_created_replaced_and_pruned(ctx: Context, lab: Path) -> No
     assert actions_of(gitops.make_plan(ctx, lab, prune=True)) == {("Network", "storage"): "delete"}
     gitops.run_apply(ctx, lab, prune=True)
     assert not gitops.make_plan(ctx, lab, prune=True).has_changes
+
+
+def test_a_plan_saved_from_a_relative_path_applies(
+    ctx: Context, lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(lab.parent)
+    plan = gitops.make_plan(ctx, lab.name)
+    saved = tmp_path / "plan.json"
+    gitops.save_plan(plan, saved, lab.name, False)
+    _, report = gitops.run_apply(ctx, None, plan_file=saved)
+    assert report is not None and not report.failed

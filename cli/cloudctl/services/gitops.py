@@ -308,8 +308,12 @@ def _digest(files: Sequence[tuple[str, str]]) -> str:
 
 # -- plan -------------------------------------------------------------------------------------
 def load(ctx: Context, path: str | Path) -> tuple[Estate, list[tuple[str, str]]]:
-    """Read and validate the files; any problem stops here (exit 2, nothing changed)."""
-    files = desired.read_files(Path(path))
+    """Read and validate the files; any problem stops here (exit 2, nothing changed).
+
+    The path is made absolute first: the files' names are in the plan's fingerprint, and a
+    saved plan is checked again from its absolute source path.
+    """
+    files = desired.read_files(Path(path).resolve())
     estate, problems = desired.validate_files(ctx, files)
     if problems:
         raise InvalidEstate(problems)
