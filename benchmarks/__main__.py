@@ -2,7 +2,8 @@
 
 ``python -m benchmarks scheduler`` (``make bench-scheduler``) runs only the scheduler workloads
 (placement W1/W2 and the concurrent claims); ``python -m benchmarks plan`` only the plan at
-scale (10,000 servers over 1,000 hosts).
+scale (10,000 servers over 1,000 hosts); ``python -m benchmarks apply`` only the apply of
+20 guests over a 4-host lab beside one playbook run per guest.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import os
 import sys
 
-from benchmarks import batching, plan, scheduler, scheduler_workloads
+from benchmarks import apply, batching, plan, scheduler, scheduler_workloads
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run every benchmark (or only the scheduler workloads) and print its results."""
+    """Run every benchmark (or only one group of workloads) and print its results."""
     args = sys.argv[1:] if argv is None else argv
     if args == ["scheduler"]:
         scheduler_workloads.run()
@@ -22,12 +23,18 @@ def main(argv: list[str] | None = None) -> None:
     if args == ["plan"]:
         plan.run()
         return
+    if args == ["apply"]:
+        apply.run()
+        return
     if args:
-        raise SystemExit(f"usage: python -m benchmarks [scheduler|plan] (got {' '.join(args)})")
+        raise SystemExit(
+            f"usage: python -m benchmarks [scheduler|plan|apply] (got {' '.join(args)})"
+        )
     scheduler.run()
     scheduler_workloads.run()
     plan.run()
     batching.run(virt_type=os.environ.get("CLOUDCTL_BENCH_VIRT_TYPE", "kvm"))
+    apply.run()
 
 
 if __name__ == "__main__":
