@@ -75,7 +75,15 @@ from cloudctl.services.compute.rebuild import rebuild
 from cloudctl.services.context import Context
 from cloudctl.state import Estate, FlavorSpec, ImageSpec, InvalidEstate
 from cloudctl.state.loader import no_cyclic_gc
-from cloudctl.state.plan import Change, Current, CurrentServer, Diff, ServerIntent, capacity
+from cloudctl.state.plan import (
+    Change,
+    Current,
+    CurrentServer,
+    Diff,
+    ServerIntent,
+    capacity,
+    flavor_fields,
+)
 from cloudctl.state.plan import diff as diff_estate
 from cloudctl.state.plan import summary as summarise
 
@@ -412,21 +420,11 @@ def _make_plan(
 
 def _flavor_values(estate: Estate, current: Current, name: str) -> Mapping[str, Any]:
     doc = estate.flavors.get(name)
-    if doc is not None:
-        spec: FlavorSpec = doc.spec
-        return {
-            "vcpus": spec.vcpus,
-            "ram_mb": spec.ram_mb,
-            "disk_gb": spec.disk_gb,
-            "ephemeral_gb": spec.ephemeral_gb,
-            "swap_mb": spec.swap_mb,
-            "extra_specs": dict(spec.extra_specs),
-        }
-    return current.flavors[name]
+    return flavor_fields(doc.spec) if doc is not None else current.flavors[name]
 
 
-def _server_resources(current: Current, flavor: str) -> dict[str, int]:
-    f = current.flavors.get(flavor, {})
+def _flavor_resources(f: Mapping[str, Any]) -> dict[str, int]:
+    """What one server of the flavor ``f`` (plan field names) holds in the ledger."""
     return ledger.resources_for(
         int(f.get("vcpus", 0)),
         int(f.get("ram_mb", 0)),
@@ -436,17 +434,14 @@ def _server_resources(current: Current, flavor: str) -> dict[str, int]:
     )
 
 
+def _server_resources(current: Current, flavor: str) -> dict[str, int]:
+    return _flavor_resources(current.flavors.get(flavor, {}))
+
+
 def _resources(estate: Estate, current: Current, c: Change) -> dict[str, int]:
     if c.intent is None:
         return {}
-    f = _flavor_values(estate, current, c.intent.flavor)
-    return ledger.resources_for(
-        int(f["vcpus"]),
-        int(f["ram_mb"]),
-        int(f["disk_gb"]),
-        int(f["ephemeral_gb"]),
-        int(f["swap_mb"]),
-    )
+    return _flavor_resources(_flavor_values(estate, current, c.intent.flavor))
 
 
 def _place(
@@ -530,13 +525,7 @@ def _request_spec(
     planned_host: Mapping[str, str],
 ) -> RequestSpec:
     f = _flavor_values(estate, current, intent.flavor)
-    res = ledger.resources_for(
-        int(f["vcpus"]),
-        int(f["ram_mb"]),
-        int(f["disk_gb"]),
-        int(f["ephemeral_gb"]),
-        int(f["swap_mb"]),
-    )
+    res = _flavor_resources(f)
     image_doc = estate.images.get(intent.image)
     if image_doc is not None:
         props = dict(image_doc.spec.properties)
@@ -863,6 +852,22 @@ def _update_host(ctx: Context, estate: Estate, name: str) -> None:
             )
 
 
+def _boot_request(name: str, intent: ServerIntent, host: str | None) -> BootRequest:
+    """What boot is asked for a declared server; ``host``: its planned host (forced)."""
+    return BootRequest(
+        name=name,
+        flavor=intent.flavor,
+        image=intent.image,
+        key_name=intent.key,
+        availability_zone=(
+            f"{intent.availability_zone or ''}:{host}" if host else intent.availability_zone
+        ),
+        user_data=intent.user_data,
+        metadata=dict(intent.metadata),
+        group=intent.group,
+    )
+
+
 def _apply_creates(
     ctx: Context, plan: Plan, creates: Sequence[Change], run: str, step: Any
 ) -> None:
@@ -875,16 +880,7 @@ def _apply_creates(
         placed = plan.placements.get(c.name)
         if intent is None or placed is None:
             continue
-        req = BootRequest(
-            name=c.name,
-            flavor=intent.flavor,
-            image=intent.image,
-            key_name=intent.key,
-            availability_zone=f"{intent.availability_zone or ''}:{placed.host}",
-            user_data=intent.user_data,
-            metadata=dict(intent.metadata),
-            group=intent.group,
-        )
+        req = _boot_request(c.name, intent, placed.host)
 
         def claim(req: BootRequest = req, name: str = c.name) -> None:
             new = create_and_claim(ctx, req, request_id)
@@ -915,21 +911,7 @@ def _apply_server_change(ctx: Context, plan: Plan, c: Change) -> None:
         if set(fields) - {"image", "power_state", "metadata"}:
             delete_servers(ctx, [c.name], force=True)
             placed = plan.placements.get(c.name)
-            req = BootRequest(
-                name=c.name,
-                flavor=intent.flavor,
-                image=intent.image,
-                key_name=intent.key,
-                availability_zone=(
-                    f"{intent.availability_zone or ''}:{placed.host}"
-                    if placed
-                    else intent.availability_zone
-                ),
-                user_data=intent.user_data,
-                metadata=dict(intent.metadata),
-                group=intent.group,
-            )
-            views = boot(ctx, req)
+            views = boot(ctx, _boot_request(c.name, intent, placed.host if placed else None))
             with ctx.db.unit_of_work() as session:
                 for v in views:
                     state_store.record_owned(session, "Server", c.name, str(v["uuid"]), ESTATE)

@@ -181,7 +181,7 @@ def diff(estate: Estate, current: Current, *, prune: bool = False) -> Diff:
     changes: list[Change] = []
     unmanaged: list[tuple[str, str]] = []
     changes += _hosts(estate, current)
-    changes += _catalog("Flavor", estate.flavors, current.flavors, _flavor_fields, current, prune)
+    changes += _catalog("Flavor", estate.flavors, current.flavors, flavor_fields, current, prune)
     changes += _catalog("Image", estate.images, current.images, _image_fields, current, prune)
     changes += _catalog(
         "Network", estate.networks, current.networks, _network_fields, current, prune
@@ -255,7 +255,8 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def _flavor_fields(spec: FlavorSpec) -> dict[str, Any]:
+def flavor_fields(spec: FlavorSpec) -> dict[str, Any]:
+    """A flavor's compared fields, named as :attr:`Current.flavors` names them."""
     return {
         "vcpus": spec.vcpus,
         "ram_mb": spec.ram_mb,
