@@ -124,13 +124,17 @@ host_facts:
       elements: str
       sample: [qemu, kvm]
     domains:
-      description: All defined and transient domains, sorted by name.
+      description:
+        - All defined and transient domains, sorted by name, with their size as libvirt
+          runs (or would start) them, so callers can compare it with the flavor.
       type: list
       elements: dict
       sample:
         - name: instance-0001
           uuid: 5e1b4c1e-8a0c-4d6f-9d5e-0f4c3b2a1d00
           state: running
+          vcpus: 1
+          memory_mb: 128
     files:
       description:
         - Survey of I(instances_path), only with I(files=true); both lists are empty if
@@ -234,12 +238,21 @@ def gather(conn: Any, instances_path: str) -> dict[str, Any]:
     domains = []
     for dom in conn.listAllDomains(0):
         try:
-            state = state_name(dom.state()[0])
+            # one call: state, max memory (KiB), memory, vCPUs, CPU time
+            code, max_kib, _mem, vcpus, _cpu = dom.info()
         except libvirt.libvirtError as exc:
             if is_no_domain(exc):  # vanished between listing and asking
                 continue
             raise
-        domains.append({"name": dom.name(), "uuid": dom.UUIDString(), "state": state})
+        domains.append(
+            {
+                "name": dom.name(),
+                "uuid": dom.UUIDString(),
+                "state": state_name(code),
+                "vcpus": int(vcpus),
+                "memory_mb": int(max_kib) // 1024,
+            }
+        )
     domains.sort(key=lambda d: d["name"])
     facts = {
         "hostname": conn.getHostname(),

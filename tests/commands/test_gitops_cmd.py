@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cloudctl.commands import common
+from cloudctl.commands.gitops_cmd import markdown
 from cloudctl.db.models import utcnow
 from cloudctl.db.session import Database
 from cloudctl.executor.fake import FakeExecutor
@@ -103,3 +104,22 @@ def test_malformed_files_exit_2_with_file_and_line(cli: Cli, tmp_path: Path) -> 
         assert any('unknown flavor "m1.hge"' in line for line in lines)
     code, out, _ = cli("list", "-o", "json")
     assert json.loads(out) == []
+
+
+def test_markdown_shows_placement_drift_apart() -> None:
+    view = {
+        "summary": {"create": 0, "update": 0, "replace": 0, "move": 0, "delete": 0},
+        "changes": [],
+        "capacity": [],
+        "errors": [],
+        "unmanaged": [],
+        "undeclared": [],
+        "drift": [
+            {"server": "db", "kind": "flavor-mismatch", "detail": "2 vCPU", "category": "config"},
+            {"server": "web-1", "kind": "placement", "detail": "on lab-3", "category": "placement"},
+        ],
+    }
+    text = markdown(view)
+    config = text.index("**Drift: the hosts differ from the books**")
+    placement = text.index("**Placement drift: servers not on the host they prefer**")
+    assert config < text.index("`db`: flavor-mismatch") < placement < text.index("`web-1`")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -133,6 +134,47 @@ def test_apply_the_examples_then_nothing_to_do(lab: Cli, estate: Path) -> None:
     second = run(lab, "apply", "-f", str(estate), "--auto-approve")
     assert second.returncode == 0 and "No changes" in second.stderr
     verify_clean(lab)
+
+
+def virsh(c: Cli, host: str, *args: str, stdin: str | None = None) -> str:
+    enter = c.home / "lab" / "hosts" / host / "enter"
+    proc = subprocess.run(
+        [str(enter), "virsh", "-c", "qemu:///system", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+        check=True,
+    )
+    return proc.stdout
+
+
+def test_a_domain_resized_behind_cloudctl_is_flavor_drift(lab: Cli, estate: Path) -> None:
+    batch = servers(lab)["batch-01"]  # declared stopped: its definition is what libvirt reports
+    host, dom = batch["host"], f"instance-{batch['uuid']}"
+    original = virsh(lab, host, "dumpxml", "--inactive", dom)
+    doubled, n = re.subn(
+        r"<(memory|currentMemory) unit='KiB'>131072<", r"<\1 unit='KiB'>262144<", original
+    )
+    assert n == 2, original
+    xml_file = lab.home / "doubled.xml"
+    xml_file.write_text(doubled)
+    try:
+        virsh(lab, host, "define", str(xml_file))
+        rc, view = plan(lab, estate)
+        assert rc == 0 and changes(view) == {}  # drift is shown, never planned
+        (drift,) = [d for d in view["drift"] if d["server"] == "batch-01"]
+        assert (drift["kind"], drift["category"]) == ("flavor-mismatch", "config")
+        assert drift["detail"].startswith(f"1 vCPU / 256 MiB on {host}, flavor m1.tiny has")
+        table = run(lab, "plan", "-f", str(estate))
+        assert "drift: batch-01: flavor-mismatch: 1 vCPU / 256 MiB" in " ".join(
+            table.stderr.split()
+        )
+    finally:
+        xml_file.write_text(original)
+        virsh(lab, host, "define", str(xml_file))
+    rc, view = plan(lab, estate)
+    assert rc == 0 and not [d for d in view["drift"] if d["server"] == "batch-01"]
 
 
 def test_each_change_is_planned_and_applied_as_classified(lab: Cli, estate: Path) -> None:

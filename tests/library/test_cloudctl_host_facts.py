@@ -53,13 +53,18 @@ def test_gather_on_the_test_driver(mod: ModuleType, tmp_path: Path) -> None:
     conn = libvirt.open("test:///default")
     try:
         facts = mod.gather(conn, str(tmp_path / "not" / "there"))
+        _, max_kib, _, vcpus, _ = conn.lookupByName("test").info()
     finally:
         conn.close()
     assert facts["hypervisor_type"] == "TEST"
     assert facts["vcpus"] > 0 and facts["memory_mb"] > 0
-    assert {"name": "test", "uuid": facts["domains"][0]["uuid"], "state": "running"} in facts[
-        "domains"
-    ]
+    assert {
+        "name": "test",
+        "uuid": facts["domains"][0]["uuid"],
+        "state": "running",
+        "vcpus": vcpus,
+        "memory_mb": max_kib // 1024,
+    } in facts["domains"]
     assert facts["disk_gb"] >= facts["disk_free_gb"] >= 0
     assert not (tmp_path / "not").exists()
 
@@ -94,8 +99,10 @@ def test_host_facts_through_ansible(
     meminfo_kib = int(next(line.split()[1] for line in meminfo if line.startswith("MemTotal:")))
     assert facts["memory_mb"] == meminfo_kib // 1024
     assert facts["disk_gb"] > 0 and 0 <= facts["disk_free_gb"] <= facts["disk_gb"]
-    uuid = libvirt_conn.lookupByName(name).UUIDString()
-    assert {"name": name, "uuid": uuid, "state": "shutoff"} in facts["domains"]
+    dom = libvirt_conn.lookupByName(name)
+    _, max_kib, _, vcpus, _ = dom.info()
+    size = {"vcpus": vcpus, "memory_mb": max_kib // 1024}
+    assert {"name": name, "uuid": dom.UUIDString(), "state": "shutoff", **size} in facts["domains"]
     assert not (tmp_path / "no").exists()
 
 

@@ -151,12 +151,22 @@ def test_refresh_shows_what_the_hosts_say_apart_from_changes(
     ctx: Context, lab: Path, fake: FakeExecutor
 ) -> None:
     gitops.run_apply(ctx, lab)
-    web1 = row(ctx, "web-1")
+    web1, web2 = row(ctx, "web-1"), row(ctx, "web-2")
 
     def survey(req: RunRequest) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for t in req.hosts:
-            domains = []
+            domains: list[dict[str, Any]] = []
+            if t.name == "lab-1":  # where it runs does not matter to drift
+                domains.append(
+                    {
+                        "name": web2.domain_name,
+                        "uuid": web2.uuid,
+                        "state": "running",
+                        "vcpus": 7,
+                        "memory_mb": 999,
+                    }
+                )
             if t.name == "lab-2":
                 domains.append(
                     {
@@ -174,6 +184,10 @@ def test_refresh_shows_what_the_hosts_say_apart_from_changes(
     kinds = {(d.server, d.kind) for d in plan.diff.drift}
     assert (web1.name, "domain-missing") in kinds
     assert ("stranger", "unknown-domain") in kinds
+    (mismatch,) = [d for d in plan.diff.drift if d.kind == "flavor-mismatch"]
+    assert mismatch.server == "web-2"
+    assert mismatch.detail.startswith("7 vCPU / 999 MiB on ")
+    assert {d["category"] for d in plan.view()["drift"]} == {"config"}
     assert not gitops.make_plan(ctx, lab).diff.drift or all(
         d.kind == "placement" for d in gitops.make_plan(ctx, lab).diff.drift
     )

@@ -813,6 +813,55 @@ DRIFT_CASES = {
     "not-surveyed": ({}, {}, []),
 }
 
+SIZE_CASES = {
+    "as-the-flavor": ({"uuid-db": (2, 256)}, {}, []),
+    "more-memory": (
+        {"uuid-db": (2, 512)},
+        {},
+        [
+            Drift(
+                "db", "flavor-mismatch", "2 vCPU / 512 MiB on lab-1, flavor m2 has 2 vCPU / 256 MiB"
+            )
+        ],
+    ),
+    "fewer-vcpus": (
+        {"uuid-web-1": (2, 128)},
+        {},
+        [
+            Drift(
+                "web-1",
+                "flavor-mismatch",
+                "2 vCPU / 128 MiB on lab-1, flavor m1 has 1 vCPU / 128 MiB",
+            )
+        ],
+    ),
+    "under-a-resize": (
+        {"uuid-db": (1, 128)},
+        {"db": server("db", "lab-1", flavor="m2", task_state="resize_finish")},
+        [],
+    ),
+    "size-unknown": ({}, {}, []),
+}
+
+
+@pytest.mark.parametrize(
+    ("sizes", "servers", "expected"), list(SIZE_CASES.values()), ids=list(SIZE_CASES)
+)
+def test_flavor_mismatch_is_drift(
+    sizes: dict[str, tuple[int, int]],
+    servers: dict[str, CurrentServer],
+    expected: list[Drift],
+) -> None:
+    d = diff(files(), books(servers, observed_size=sizes))
+    assert list(d.drift) == expected
+    assert not d.has_changes
+    assert all(x.category == "config" for x in d.drift)
+
+
+def test_placement_drift_is_its_own_category() -> None:
+    d = diff(files(), books({"cache": server("cache", "lab-3")}))
+    assert [(x.kind, x.category) for x in d.drift] == [("placement", "placement")]
+
 
 @pytest.mark.parametrize(
     ("observed", "servers", "expected"), list(DRIFT_CASES.values()), ids=list(DRIFT_CASES)

@@ -158,6 +158,9 @@ class DomainSeen:
     name: str
     uuid: str
     state: str
+    #: The domain's size as libvirt runs it (None: the survey did not say).
+    vcpus: int | None = None
+    memory_mb: int | None = None
 
 
 @dataclass(frozen=True)

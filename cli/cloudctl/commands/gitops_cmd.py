@@ -88,6 +88,13 @@ def _capacity_rows(view: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+#: Drift sections in the order shown: the hosts against the books, then placement.
+_DRIFT_TITLES = {
+    "config": "Drift: the hosts differ from the books",
+    "placement": "Placement drift: servers not on the host they prefer",
+}
+
+
 def markdown(view: Mapping[str, Any]) -> str:
     """The plan as Markdown, for a merge-request comment."""
     lines = ["### cloudctl plan", "", f"**{_summary_line(view)}**", ""]
@@ -116,10 +123,12 @@ def markdown(view: Mapping[str, Any]) -> str:
         lines += ["| host | vCPUs | RAM MB | disk GB |", "|---|---|---|---|"]
         lines += [f"| {r['host']} | {r['vcpus']} | {r['ram']} | {r['disk']} |" for r in cap]
         lines.append("")
-    if view["drift"]:
-        lines += ["**Drift** (the hosts differ from the books; not changed by apply):", ""]
-        lines += [f"- `{d['server']}`: {d['kind']}: {d['detail']}" for d in view["drift"]]
-        lines.append("")
+    for category, title in _DRIFT_TITLES.items():
+        drift = [d for d in view["drift"] if d.get("category", "config") == category]
+        if drift:
+            lines += [f"**{title}** (not changed by apply):", ""]
+            lines += [f"- `{d['server']}`: {d['kind']}: {d['detail']}" for d in drift]
+            lines.append("")
     for e in view["errors"]:
         lines.append(f"- :x: {e}")
     return "\n".join(lines).rstrip() + "\n"
@@ -142,8 +151,11 @@ def _show(view: Mapping[str, Any], output: str) -> None:
             message(f"  {c['name']} -> {p['host']}  (weights: {weights})")
     if any(h["before"] != h["after"] for h in view["capacity"]):
         emit(_capacity_rows(view), OutputFormat.table, CAPACITY_COLUMNS, title="capacity")
-    for d in view["drift"]:
-        message(f"drift: {d['server']}: {d['kind']}: {d['detail']}")
+    for category in _DRIFT_TITLES:
+        for d in view["drift"]:
+            if d.get("category", "config") == category:
+                label = "placement drift" if category == "placement" else "drift"
+                message(f"{label}: {d['server']}: {d['kind']}: {d['detail']}")
     for e in view["errors"]:
         message(f"error: {e}")
     message(_summary_line(view))

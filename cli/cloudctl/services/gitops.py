@@ -139,7 +139,7 @@ class Plan:
                 }
                 for c in self.diff.changes
             ],
-            "drift": [asdict(d) for d in self.diff.drift],
+            "drift": [asdict(d) | {"category": d.category} for d in self.diff.drift],
             "unmanaged": [{"kind": k, "name": n} for k, n in self.diff.unmanaged],
             "undeclared": [{"kind": k, "name": n} for k, n in self.diff.undeclared],
             "capacity": [asdict(h) for h in self.capacity],
@@ -344,12 +344,19 @@ def make_plan(
 
 def _observed(
     session: Session, seen: Sequence[HostSeen]
-) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
-    """uuid -> libvirt state (``absent`` when its reachable host has no such domain), and the
-    domains no instance row knows."""
+) -> tuple[dict[str, str], dict[str, tuple[int, int]], tuple[tuple[str, str], ...]]:
+    """uuid -> libvirt state (``absent`` when its reachable host has no such domain), uuid ->
+    (vCPUs, memory MiB) of the domains that said, and the domains no instance row knows."""
     answered = {s.host: s for s in seen if s.reachable}
     found = {d.uuid: d.state for s in answered.values() for d in s.domains}
+    sizes = {
+        d.uuid: (d.vcpus, d.memory_mb)
+        for s in answered.values()
+        for d in s.domains
+        if d.vcpus is not None and d.memory_mb is not None
+    }
     observed = {}
+    observed_size = {}
     known = set()
     for uuid, host, deleted in session.execute(
         select(Instance.uuid, Host.name, Instance.deleted).outerjoin(
@@ -359,10 +366,12 @@ def _observed(
         known.add(uuid)
         if not deleted and host in answered:
             observed[uuid] = found.get(uuid, "absent")
+            if uuid in sizes:
+                observed_size[uuid] = sizes[uuid]
     unknown = tuple(
         (s.host, d.name) for s in answered.values() for d in s.domains if d.uuid not in known
     )
-    return observed, unknown
+    return observed, observed_size, unknown
 
 
 def _make_plan(
@@ -376,8 +385,10 @@ def _make_plan(
     with ctx.db.unit_of_work() as session:
         current = snapshot(session, ctx, owned)
         if seen is not None:
-            observed, unknown = _observed(session, seen)
-            current = replace(current, observed=observed, unknown_domains=unknown)
+            observed, sizes, unknown = _observed(session, seen)
+            current = replace(
+                current, observed=observed, observed_size=sizes, unknown_domains=unknown
+            )
         diff = diff_estate(estate, current, prune=prune)
         fp = fingerprint(session, _digest(files))
         rows = hosts.list_hosts(session)

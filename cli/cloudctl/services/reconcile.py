@@ -249,7 +249,11 @@ def parse_survey(result: RunResult, targets: Sequence[HostTarget]) -> list[HostS
                 reachable=True,
                 domains=tuple(
                     audit.DomainSeen(
-                        name=str(d["name"]), uuid=str(d["uuid"]), state=str(d["state"])
+                        name=str(d["name"]),
+                        uuid=str(d["uuid"]),
+                        state=str(d["state"]),
+                        vcpus=_int_or_none(d.get("vcpus")),
+                        memory_mb=_int_or_none(d.get("memory_mb")),
                     )
                     for d in facts.get("domains", [])
                 ),
@@ -281,6 +285,10 @@ def parse_survey(result: RunResult, targets: Sequence[HostTarget]) -> list[HostS
 
 def _ts(value: Any) -> datetime:
     return datetime.fromtimestamp(float(value or 0), UTC)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def policy_for(ctx: Context, books: Books, *, power: str | None = None) -> audit.Policy:

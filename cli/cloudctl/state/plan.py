@@ -94,6 +94,8 @@ class Current:
     #: Servers' libvirt states as a survey saw them (uuid -> state, "absent" if on no host);
     #: empty when the plan did not ask the hosts.
     observed: Mapping[str, str] = field(default_factory=dict)
+    #: Servers' domain sizes as the survey saw them: uuid -> (vCPUs, memory MiB).
+    observed_size: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     #: Domains a survey found that no instance (live or deleted) has: (host, domain name).
     unknown_domains: tuple[tuple[str, str], ...] = ()
 
@@ -152,8 +154,21 @@ class Drift:
     """Where the hosts disagree with the books (shown apart from what the files change)."""
 
     server: str
-    kind: Literal["domain-missing", "stopped", "paused", "running", "unknown-domain", "placement"]
+    kind: Literal[
+        "domain-missing",
+        "stopped",
+        "paused",
+        "running",
+        "flavor-mismatch",
+        "unknown-domain",
+        "placement",
+    ]
     detail: str
+
+    @property
+    def category(self) -> Literal["config", "placement"]:
+        """Placement drift (a server not where it prefers) is shown apart from the rest."""
+        return "placement" if self.kind == "placement" else "config"
 
 
 @dataclass(frozen=True)
@@ -506,6 +521,20 @@ def _drift_of(have: CurrentServer, want: ServerIntent, current: Current) -> list
             out.append(Drift(have.name, "paused", f"paused on {have.host}"))
         elif have.vm_state == "stopped" and seen in ("running", "blocked"):
             out.append(Drift(have.name, "running", f"running on {have.host}, stopped in the books"))
+    size = current.observed_size.get(have.uuid)
+    flavor = current.flavors.get(have.flavor)
+    # A server under a task (a resize) may run another flavor's size until the task ends.
+    if size is not None and flavor is not None and have.task_state is None:
+        booked = (int(flavor.get("vcpus") or 0), int(flavor.get("ram_mb") or 0))
+        if size != booked:
+            out.append(
+                Drift(
+                    have.name,
+                    "flavor-mismatch",
+                    f"{size[0]} vCPU / {size[1]} MiB on {have.host}, flavor {have.flavor} has "
+                    f"{booked[0]} vCPU / {booked[1]} MiB",
+                )
+            )
     if want.placement == "preferred" and want.host_name and have.host != want.host_name:
         out.append(
             Drift(have.name, "placement", f"on {have.host}, prefers {want.host_name} (not moved)")
