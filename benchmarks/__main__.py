@@ -3,7 +3,8 @@
 ``python -m benchmarks scheduler`` (``make bench-scheduler``) runs only the scheduler workloads
 (placement W1/W2 and the concurrent claims); ``python -m benchmarks plan`` only the plan at
 scale (10,000 servers over 1,000 hosts); ``python -m benchmarks apply`` only the apply of
-20 guests over a 4-host lab beside one playbook run per guest.
+20 guests over a 4-host lab beside one playbook run per guest (``apply kvm`` or ``apply tcg``:
+one kind of guest only).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ def main(argv: list[str] | None = None) -> None:
     if args == ["plan"]:
         plan.run()
         return
-    if args == ["apply"]:
-        apply.run()
+    if args[:1] == ["apply"]:
+        apply.main(args[1:])
         return
     if args:
         raise SystemExit(
-            f"usage: python -m benchmarks [scheduler|plan|apply] (got {' '.join(args)})"
+            f"usage: python -m benchmarks [scheduler|plan|apply [kvm|tcg]] (got {' '.join(args)})"
         )
     scheduler.run()
     scheduler_workloads.run()
