@@ -24,6 +24,7 @@ MODULES = [
     "cloudctl_snapshot",
     "cloudctl_host_cleanup",
     "cloudctl_domain_info",
+    "cloudctl_base_files",
 ]
 
 

@@ -40,6 +40,7 @@ from cloudctl.scheduler.registry import (
 )
 from cloudctl.services import actions, hosts, network, quotas, server_groups
 from cloudctl.services.compute.common import (
+    base_files,
     by_uuid,
     config_drive_files,
     destroy_on_hosts,
@@ -480,13 +481,8 @@ def _spawn(
             bucket = per_host[host.name]
             image = inst.image
             assert image is not None
-            for src, checksum in (
-                (image.path, image.checksum),
-                (image.kernel_path, image.kernel_checksum),
-                (image.initrd_path, image.initrd_checksum),
-            ):
-                entry = {"src": src, "checksum": checksum}
-                if src and checksum and entry not in bucket["base"]:
+            for entry in base_files(image):
+                if entry not in bucket["base"]:
                     bucket["base"].append(entry)
             bucket["disks"].append(
                 {

@@ -19,7 +19,7 @@ from typing import Any, Final, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloudctl.db.models import Host, Instance, KeyPair, Snapshot
+from cloudctl.db.models import Host, Image, Instance, KeyPair, Snapshot
 from cloudctl.domain import validation
 from cloudctl.domain.settings import Settings
 from cloudctl.domain.states import ACTION_STATES, Accepts, VmState, refusal
@@ -47,6 +47,29 @@ def get_instance(session: Session, project_id: str, name_or_uuid: str) -> Instan
     if inst is None:
         raise NotFound(kind="instance", name=name_or_uuid)
     return inst
+
+
+def base_files(image: Image | None) -> list[dict[str, Any]]:
+    """The files a host caches in ``_base`` for ``image``: disk, kernel and initrd, each once.
+
+    ``size`` (bytes, from the controller's copy) lets the host take a cached file of that
+    name and size as present without hashing it again (``cloudctl_base_files``).
+    """
+    out: list[dict[str, Any]] = []
+    if image is None:
+        return out
+    for src, checksum in (
+        (image.path, image.checksum),
+        (image.kernel_path, image.kernel_checksum),
+        (image.initrd_path, image.initrd_checksum),
+    ):
+        if not src or not checksum or any(e["checksum"] == checksum for e in out):
+            continue
+        entry: dict[str, Any] = {"src": src, "checksum": checksum}
+        with contextlib.suppress(OSError):  # a missing source fails the copy, with its path
+            entry["size"] = Path(src).stat().st_size
+        out.append(entry)
+    return out
 
 
 def disk_paths(host: Host, inst: Instance) -> dict[str, str]:

@@ -35,6 +35,7 @@ from cloudctl.services.compute.boot import (
     request_spec_for,
 )
 from cloudctl.services.compute.common import (
+    base_files,
     by_uuid,
     config_drive_files,
     domain_spec,
@@ -334,15 +335,7 @@ def guest_files(
 ) -> dict[str, Any]:
     """What building the guest's files on ``host`` takes: base files, disks, config drive."""
     image = inst.image
-    base = []
-    if image is not None:
-        for src, checksum in (
-            (image.path, image.checksum),
-            (image.kernel_path, image.kernel_checksum),
-            (image.initrd_path, image.initrd_checksum),
-        ):
-            if src and checksum:
-                base.append({"src": src, "checksum": checksum})
+    base = base_files(image)
     sizes = flavor or inst
     image_ref = (
         {"checksum": image.checksum, "format": image.disk_format}

@@ -25,6 +25,7 @@ from cloudctl.render import render_domain_xml
 from cloudctl.services import actions, hosts
 from cloudctl.services.compute.boot import _check_image_fits
 from cloudctl.services.compute.common import (
+    base_files,
     by_uuid,
     check_state,
     config_drive_files,
@@ -138,14 +139,7 @@ def _start(
         act = actions.start_action(session, inst, "rebuild", request_id, now)
         actions.start_event(session, act, EVENT, now, host.name)
         session.flush()
-        base: list[dict[str, str]] = []
-        for src, checksum in (
-            (image.path, image.checksum),
-            (image.kernel_path, image.kernel_checksum),
-            (image.initrd_path, image.initrd_checksum),
-        ):
-            if src and checksum and {"src": src, "checksum": checksum} not in base:
-                base.append({"src": src, "checksum": checksum})
+        base = base_files(image)
         guest: dict[str, list[dict[str, Any]]] = defaultdict(list)
         guest["power_off"].append({"name": inst.domain_name, "state": "shutdown"})
         guest["undefine"].append({"name": inst.domain_name, "state": "absent"})
