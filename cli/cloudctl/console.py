@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cloudctl.executor.base import RunEvent
+from cloudctl.executor.base import GuestOutcome, RunEvent
 
 # Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
 stdout = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
@@ -83,8 +83,29 @@ def error(text: str) -> None:
     stderr.print(f"[bold red]error:[/] {escape(text)}")
 
 
+#: Servers named per state on a host's progress line; beyond this they are counted.
+MAX_GUEST_NAMES = 10
+
+
+def guest_summary(guests: Sequence[GuestOutcome], limit: int = MAX_GUEST_NAMES) -> str:
+    """``running: web-1, web-3; ok: web-4``: guests grouped by state (else by status).
+
+    Each group names at most ``limit`` guests and counts the rest, so that a host with dozens
+    of guests still fits on a line or two.
+    """
+    groups: dict[str, list[str]] = {}
+    for guest in guests:
+        groups.setdefault(guest.detail or guest.status, []).append(guest.label)
+    parts = []
+    for word, labels in groups.items():
+        shown = ", ".join(labels[:limit])
+        rest = len(labels) - limit
+        parts.append(f"{word}: {shown}" + (f" and {rest} more" if rest > 0 else ""))
+    return "; ".join(parts)
+
+
 class ConsoleProgress:
-    """Progress of long work on stderr: service steps and per-host task results."""
+    """Progress of long work on stderr: service steps, per-host and per-server task results."""
 
     def __init__(self, *, quiet: bool = False) -> None:
         self.quiet = quiet
@@ -95,13 +116,30 @@ class ConsoleProgress:
             stderr.print(f"[cyan]•[/] {escape(text)}")
 
     def run_event(self, event: RunEvent) -> None:
-        """An Ansible event: task starts and non-ok host results."""
+        """An Ansible event: task starts, non-ok host results and every host's servers."""
         if self.quiet:
             return
         if event.kind == "task_start" and event.task:
             stderr.print(f"  [dim]▸ {escape(event.playbook)}: {escape(event.task)}[/]")
+        elif event.kind == "host_result" and event.guests:
+            self._guests(event)
         elif event.kind == "host_result" and event.status in ("failed", "unreachable"):
             first = event.message.splitlines()[0] if event.message else ""
             stderr.print(f"    [red]✗ {escape(event.host or '?')}[/] {escape(first)}")
         elif event.kind == "host_result" and event.status == "changed":
             stderr.print(f"    [green]✓ {escape(event.host or '?')}[/] changed")
+
+    @staticmethod
+    def _guests(event: RunEvent) -> None:
+        """One line for the servers that are fine, one per failed server with its reason."""
+        host = escape(event.host or "?")
+        fine = [g for g in event.guests if g.status != "failed"]
+        failed = [g for g in event.guests if g.status == "failed"]
+        if fine:
+            colour = "green" if any(g.status == "changed" for g in fine) else "dim"
+            stderr.print(f"    [{colour}]✓ {host}[/]  {escape(guest_summary(fine))}")
+        for guest in failed:
+            stderr.print(f"    [red]✗ {host}[/]  {escape(guest.label)}: {escape(guest.detail)}")
+        if not failed and event.status in ("failed", "unreachable"):
+            first = event.message.splitlines()[0] if event.message else event.status
+            stderr.print(f"    [red]✗ {host}[/] {escape(first)}")

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 TaskStatus = Literal["ok", "changed", "failed", "skipped", "unreachable"]
+GuestStatus = Literal["ok", "changed", "failed"]
 EventKind = Literal[
     "run_start",
     "play_start",
@@ -71,8 +72,24 @@ class TaskResult:
 
 
 @dataclass(frozen=True)
+class GuestOutcome:
+    """What a batched module did to one guest of a host: one entry of its ``results``.
+
+    ``label`` is the module's key for the guest (a domain name or an instance UUID) until a
+    service renames it to the server name; ``detail`` is the guest's state or why it failed.
+    """
+
+    label: str
+    status: GuestStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class RunEvent:
-    """Progress while a run goes on, for the console and for task_state updates."""
+    """Progress while a run goes on, for the console and for task_state updates.
+
+    ``guests`` holds the per-guest outcomes of a ``host_result`` from a batched module.
+    """
 
     kind: EventKind
     playbook: str
@@ -80,6 +97,7 @@ class RunEvent:
     task: str | None = None
     status: TaskStatus | None = None
     message: str = ""
+    guests: tuple[GuestOutcome, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,18 @@ sees the same event sequence and the same messages as a real Ansible run.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
-from cloudctl.executor.base import RunEvent, TaskResult, TaskStatus
+from cloudctl.executor.base import GuestOutcome, GuestStatus, RunEvent, TaskResult, TaskStatus
 
 #: Events carry at most this many characters of a module's message.
 MAX_EVENT_MESSAGE = 300
+
+#: The keys by which cloudctl's batched modules name a guest in ``results``, in order of preference.
+GUEST_LABEL_KEYS = ("name", "uuid")
+#: Keys of the items of Ansible's own ``loop:`` results (``item`` is the default loop variable).
+_LOOP_ITEM_KEYS = ("ansible_loop_var", "item")
 
 
 def clean_result(res: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -62,8 +68,58 @@ def short(text: str, limit: int = MAX_EVENT_MESSAGE) -> str:
     return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
 
 
+def guest_outcomes(res: Mapping[str, Any]) -> tuple[GuestOutcome, ...]:
+    """The per-guest outcomes in a batched module's ``results``; none for anything else.
+
+    Items of Ansible's own loops (they carry the loop variable) are not guests, and entries
+    without a label are left out rather than guessed at.
+    """
+    items = res.get("results")
+    if not isinstance(items, list):
+        return ()
+    outcomes: list[GuestOutcome] = []
+    for item in items:
+        if not isinstance(item, Mapping) or any(k in item for k in _LOOP_ITEM_KEYS):
+            continue
+        labels = [item.get(k) for k in GUEST_LABEL_KEYS]
+        label = next((v for v in labels if isinstance(v, str) and v), None)
+        if label is None:
+            continue
+        status: GuestStatus
+        if item.get("failed"):
+            status = "failed"
+            detail = str(item.get("msg") or item.get("stderr") or "failed")
+        else:
+            status = "changed" if item.get("changed") else "ok"
+            state = item.get("state")
+            detail = state if isinstance(state, str) else ""
+        outcomes.append(GuestOutcome(label=label, status=status, detail=short(detail)))
+    return tuple(outcomes)
+
+
+def guest_labels(names: Mapping[str, str]) -> dict[str, str]:
+    """``{instance uuid: server name}`` -> ``{label: server name}`` for :func:`rename_guests`.
+
+    Batched modules label a guest by its instance UUID (disks, config drive) or by its domain
+    name, which for the instances cloudctl builds is ``instance-<uuid>``.
+    """
+    labels: dict[str, str] = {}
+    for uuid, name in names.items():
+        labels[uuid] = name
+        labels[f"instance-{uuid}"] = name
+    return labels
+
+
+def rename_guests(event: RunEvent, labels: Mapping[str, str]) -> RunEvent:
+    """``event`` with its guests' labels replaced by ``labels[label]`` (unknown ones kept)."""
+    if not event.guests:
+        return event
+    guests = tuple(replace(g, label=labels.get(g.label, g.label)) for g in event.guests)
+    return replace(event, guests=guests)
+
+
 def host_result_event(playbook: str, task: TaskResult, *, ignored: bool = False) -> RunEvent:
-    """The ``host_result`` event for one finished task on one host."""
+    """The ``host_result`` event for one finished task on one host, with its guests if any."""
     message = result_message(task.result) if task.status in ("failed", "unreachable") else ""
     if ignored:
         message = f"{message} (ignored)" if message else "(ignored)"
@@ -74,6 +130,7 @@ def host_result_event(playbook: str, task: TaskResult, *, ignored: bool = False)
         task=task.task,
         status=task.status,
         message=short(message),
+        guests=guest_outcomes(task.result),
     )
 
 

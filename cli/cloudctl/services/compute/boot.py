@@ -29,6 +29,7 @@ from cloudctl.errors import (
     OperationFailed,
 )
 from cloudctl.executor.base import RunEvent, RunRequest, RunResult
+from cloudctl.executor.events import guest_labels, rename_guests
 from cloudctl.render import render_domain_xml
 from cloudctl.scheduler.host_state import HostState, RequestSpec
 from cloudctl.scheduler.pipeline import FilterScheduler
@@ -512,7 +513,7 @@ def _spawn(
     ctx.progress.info(f"spawning {len(uuids)} instance(s) on {len(targets)} host(s)")
 
     def on_event(event: RunEvent) -> None:
-        ctx.progress.run_event(event)
+        ctx.progress.run_event(rename_guests(event, guest_labels(names)))
         if event.kind == "task_start" and event.task == "spawn":
             _mark_spawning(ctx, uuids, request_id)
 

@@ -29,7 +29,8 @@ from cloudctl.errors import (
     LockHeld,
     NotFound,
 )
-from cloudctl.executor.base import RunRequest, RunResult
+from cloudctl.executor.base import EventHandler, RunEvent, RunRequest, RunResult
+from cloudctl.executor.events import rename_guests
 from cloudctl.render import render_config_drive
 from cloudctl.render.spec import ConfigDriveSpec, DiskSpec, DomainSpec, NetworkConfigNic, NicSpec
 from cloudctl.services import actions, hosts, network
@@ -222,16 +223,34 @@ def run_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
+def named_progress(ctx: Context, labels: Mapping[str, str]) -> EventHandler:
+    """``ctx.progress.run_event`` with the modules' guest labels (an instance's uuid or domain
+    name, see :func:`guest_label_names`) shown as server names."""
+
+    def handle(event: RunEvent) -> None:
+        ctx.progress.run_event(rename_guests(event, labels))
+
+    return handle
+
+
+def guest_label_names(inst: Instance, labels: dict[str, str]) -> None:
+    """Add ``inst``'s labels (uuid, domain name) -> its name to ``labels``."""
+    labels[inst.uuid] = inst.name
+    labels[inst.domain_name] = inst.name
+
+
 def destroy_on_hosts(ctx: Context, uuids: Sequence[str]) -> RunResult:
     """Remove domains and files of instances from their hosts (missing ones are fine)."""
     domains: dict[str, list[dict[str, Any]]] = defaultdict(list)
     files: dict[str, list[dict[str, Any]]] = defaultdict(list)
     targets = {}
+    labels: dict[str, str] = {}
     with ctx.db.unit_of_work() as session:
         for u in uuids:
             inst = by_uuid(session, u)
             if inst.host is None:
                 continue
+            guest_label_names(inst, labels)
             targets[inst.host.name] = hosts.host_target(inst.host)
             domains[inst.host.name].append({"name": inst.domain_name, "state": "absent"})
             files[inst.host.name].append({"uuid": inst.uuid})
@@ -244,7 +263,7 @@ def destroy_on_hosts(ctx: Context, uuids: Sequence[str]) -> RunResult:
             extravars={"cloudctl_domains": dict(domains), "cloudctl_disks": dict(files)},
             description="destroy instances",
         ),
-        ctx.progress.run_event,
+        named_progress(ctx, labels),
     )
 
 

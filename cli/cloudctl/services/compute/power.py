@@ -34,7 +34,9 @@ from cloudctl.services.compute.common import (
     fail_action,
     failure_reason,
     get_instance,
+    guest_label_names,
     instance_locks,
+    named_progress,
     run_error,
 )
 from cloudctl.services.compute.views import instance_view
@@ -111,6 +113,7 @@ def _run(
 ) -> list[dict[str, Any]]:
     per_host: dict[str, list[list[dict[str, Any]]]] = defaultdict(lambda: [[] for _ in flow.steps])
     targets = {}
+    labels: dict[str, str] = {}
     with ctx.db.unit_of_work() as session:
         now = ctx.clock()
         found = [by_uuid(session, u) for u in uuids]
@@ -118,6 +121,7 @@ def _run(
             _check(ctx, inst, action)
         for inst in found:
             assert inst.host is not None
+            guest_label_names(inst, labels)
             xml = render_domain_xml(domain_spec(session, inst))
             for i, state in enumerate(flow.steps):
                 per_host[inst.host.name][i].append(
@@ -142,7 +146,7 @@ def _run(
                 extravars=extravars,
                 description=action.replace("_", " "),
             ),
-            ctx.progress.run_event,
+            named_progress(ctx, labels),
         )
     except BaseException as exc:  # never leave a task_state behind, not even on Ctrl-C
         fail_action(ctx, uuids, request_id, action, run_error(exc), None, to_error=False)

@@ -21,6 +21,7 @@ from cloudctl.db.models import Image, Instance
 from cloudctl.domain.states import PowerState, TaskState, VmState
 from cloudctl.errors import InvalidInput, InvalidState, NotFound, OperationFailed
 from cloudctl.executor.base import RunEvent, RunRequest
+from cloudctl.executor.events import guest_labels, rename_guests
 from cloudctl.render import render_domain_xml
 from cloudctl.services import actions, hosts
 from cloudctl.services.compute.boot import _check_image_fits
@@ -60,7 +61,7 @@ def rebuild(ctx: Context, name: str, *, image: str | None = None) -> dict[str, A
         target, extravars = _start(ctx, inst_uuid, image_id, request_id)
 
         def on_event(event: RunEvent) -> None:
-            ctx.progress.run_event(event)
+            ctx.progress.run_event(rename_guests(event, guest_labels({inst_uuid: name})))
             if event.kind == "task_start" and event.task in _TASK_STATES:
                 _set_task_state(ctx, inst_uuid, _TASK_STATES[event.task])
 
