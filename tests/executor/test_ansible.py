@@ -6,14 +6,16 @@ The integration tests run small playbooks from a temporary playbooks dir, with a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import pytest
 from cloudctl.errors import ConfigError, ExecutorError
 from cloudctl.executor.ansible import AnsibleExecutor, ansible_bin_dir
 from cloudctl.executor.base import Executor, HostTarget, RunEvent, RunRequest, RunResult
+from cloudctl.executor.fake import FakeExecutor
 
 PLAYBOOKS: dict[str, str] = {
     "ping.yml": """
@@ -587,3 +590,267 @@ def test_sigint_stops_the_run_then_raises_keyboard_interrupt(executor: AnsibleEx
     assert leftovers(f"sleep {sleep_s}", str(executor.runs_dir)) == []
     assert signal.getsignal(signal.SIGINT) is before
     assert seen[-1].kind == "run_end" and seen[-1].status == "failed"
+
+
+# -- parent death and orphaned runs -------------------------------------------------------------
+
+#: A cloudctl stand-in: runs sleep.yml with the test tree, in its main thread or another one.
+CHILD = """
+import sys, threading
+from pathlib import Path
+from cloudctl.executor.ansible import AnsibleExecutor
+from cloudctl.executor.base import HostTarget, RunRequest
+
+tree, runs_dir, sleep_s, where = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+executor = AnsibleExecutor(
+    runs_dir=runs_dir,
+    playbooks_dir=tree / "playbooks",
+    library_dir=tree / "library",
+    roles_dir=tree / "roles",
+    module_utils_dir=tree / "library" / "module_utils",
+)
+host = HostTarget(
+    name="h1", connection="local", libvirt_uri="qemu:///system", python_interpreter=sys.executable
+)
+request = RunRequest(playbook="sleep.yml", hosts=(host,), extravars={"sleep_s": sleep_s})
+if where == "thread":
+    worker = threading.Thread(target=executor.run, args=(request,))
+    worker.start()
+    worker.join()
+else:
+    executor.run(request)
+"""
+
+
+def pids_mentioning(*markers: str) -> list[int]:
+    """Live processes (not this one) whose command line mentions any marker."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = (Path("/proc") / entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if any(m in cmdline.decode("utf-8", "replace") for m in markers):
+            found.append(int(entry))
+    return found
+
+
+def children_of(pid: int) -> list[int]:
+    """The child processes of ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = (Path("/proc") / entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2 :].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def wait_until(check: Callable[[], Any], timeout_s: float) -> Any:
+    """Poll ``check`` until it returns something true (then return it) or time is up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def kill_all(pids: Iterable[int]) -> None:
+    """SIGKILL every pid that is still there (test cleanup)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def still_alive(pids: list[int], wait_s: float = 10.0) -> list[int]:
+    """Which of ``pids`` still run (zombies do not count) after up to ``wait_s``."""
+
+    def running() -> list[int]:
+        found = []
+        for pid in pids:
+            try:
+                stat = (Path("/proc") / str(pid) / "stat").read_text()
+            except OSError:
+                continue
+            if stat[stat.rfind(")") + 2] not in "ZX":
+                found.append(pid)
+        return found
+
+    deadline = time.monotonic() + wait_s
+    while (found := running()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def test_the_fake_executor_reaps_nothing() -> None:
+    assert FakeExecutor().reap_orphans() == []
+
+
+def test_reap_orphans_without_runs_dir(tmp_path: Path) -> None:
+    assert AnsibleExecutor(runs_dir=tmp_path / "missing").reap_orphans() == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_a_run_dies_with_its_sigkilled_process(
+    ansible_tree: Path, tmp_path: Path, where: str
+) -> None:
+    """kill -9 of the process group of a cloudctl mid-task: nothing of its run may live on."""
+    import cloudctl
+
+    runs_dir = tmp_path / "runs"
+    sleep_s = "59.4714" if where == "main" else "59.4715"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(cloudctl.__file__).parents[1]), env.get("PYTHONPATH")])
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(ansible_tree), str(runs_dir), sleep_s, where],
+        start_new_session=True,
+        env=env,
+    )
+    try:
+        # the task runs: ansible-playbook, a worker (its own session) and the module's sleep
+        assert wait_until(lambda: pids_mentioning(f"sleep {sleep_s}"), 120), "the task never ran"
+        assert any("ansible-playbook" in c for c in leftovers(str(runs_dir), wait_s=0))
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(10)
+        assert leftovers(str(runs_dir), f"sleep {sleep_s}", wait_s=10) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait(10)
+        kill_all(pids_mentioning(str(runs_dir), f"sleep {sleep_s}"))
+
+
+@pytest.mark.integration
+def test_a_run_from_another_thread_is_not_cut_short(executor: AnsibleExecutor) -> None:
+    """The parent death signal follows the forking thread: that thread lives as long as the run."""
+    results: list[RunResult] = []
+    request = RunRequest(playbook="sleep.yml", hosts=(local("h1"),), extravars={"sleep_s": "2"})
+    worker = threading.Thread(target=lambda: results.append(executor.run(request)))
+    worker.start()
+    worker.join(120)
+    [result] = results
+    assert result.ok, result.stdout_tail
+    assert result.result("sleep", "h1")["rc"] == 0  # type: ignore[index]
+
+
+def fake_run_process(run_dir: Path) -> subprocess.Popen[bytes]:
+    """A shell with a ``sleep`` child, looking like a run's ansible-playbook to reap_orphans.
+
+    It works in the run directory and has the run's inventory among its arguments.
+    """
+    inventory = str(run_dir / "inventory" / "hosts.json")
+    return subprocess.Popen(
+        ["sh", "-c", "sleep 300; exit 0", "ansible-playbook", "-i", inventory],
+        cwd=run_dir,
+        start_new_session=True,
+    )
+
+
+def test_reap_orphans_kills_the_runs_of_dead_owners_only(tmp_path: Path) -> None:
+    executor = AnsibleExecutor(runs_dir=tmp_path / "runs")
+    mine = executor._new_run_dir("mine.yml")  # owner: this process
+    record = json.loads((mine / "owner").read_text())
+    assert record["pid"] == os.getpid()
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = executor._new_run_dir("dead.yml")
+    (dead / "owner").write_text(json.dumps({**record, "pid": gone.pid}))
+    # our pid, but another start time: the owner's pid was used again by an unrelated process
+    reused = executor._new_run_dir("reused.yml")
+    (reused / "owner").write_text(json.dumps({**record, "start": record["start"] - 1}))
+    legacy = executor._new_run_dir("legacy.yml")  # an older cloudctl's run, its owner alive
+    (legacy / "owner").unlink()
+    elsewhere = tmp_path / "elsewhere" / dead.name  # not in runs_dir
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "owner").write_text((dead / "owner").read_text())
+
+    doomed = {"dead": fake_run_process(dead), "reused": fake_run_process(reused)}
+    spared = {
+        "mine": fake_run_process(mine),
+        "legacy": fake_run_process(legacy),
+        "elsewhere": fake_run_process(elsewhere),
+        # a shell cd-ed into a dead run's directory, a tail of its output: not part of the run
+        "shell": subprocess.Popen(
+            ["sh", "-c", "sleep 300; exit 0"], cwd=dead, start_new_session=True
+        ),
+        "tail": subprocess.Popen(
+            ["sh", "-c", "sleep 300; exit 0", "tail", str(dead / "artifacts" / "run" / "stdout")],
+            cwd=tmp_path,
+            start_new_session=True,
+        ),
+    }
+    started = [*doomed.values(), *spared.values()]
+    try:
+        sleeps = {
+            name: wait_until(lambda p=p: children_of(p.pid), 10) for name, p in doomed.items()
+        }
+        assert all(sleeps.values())
+        killed = executor.reap_orphans()
+        expected = {p.pid for p in doomed.values()} | {pid for s in sleeps.values() for pid in s}
+        assert sorted(killed) == sorted(expected)
+        for p in doomed.values():
+            assert p.wait(10) == -signal.SIGKILL
+        assert still_alive([p for s in sleeps.values() for p in s]) == []
+        for name, p in spared.items():
+            assert p.poll() is None, name
+        assert executor.reap_orphans() == []
+    finally:
+        for p in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+
+
+def test_reap_orphans_of_an_older_cloudctl_once_re_parented_to_init(tmp_path: Path) -> None:
+    """Without an owner file, a run is orphaned when what is left of it hangs off init."""
+    executor = AnsibleExecutor(runs_dir=tmp_path / "runs")
+    legacy = executor._new_run_dir("legacy.yml")
+    (legacy / "owner").unlink()
+    inventory = str(legacy / "inventory" / "hosts.json")
+    # the outer shell exits at once: its background child (our "ansible-playbook") is orphaned
+    launcher = subprocess.Popen(
+        [
+            "sh",
+            "-c",
+            'sh -c "sleep 300; exit 0" ansible-playbook -i "$1" & exit 0',
+            "sh",
+            inventory,
+        ],
+        cwd=legacy,
+        start_new_session=True,
+    )
+    launcher.wait(10)
+
+    def orphan_and_sleep() -> tuple[int, int] | None:
+        for pid in pids_mentioning(inventory):
+            for child in children_of(pid):
+                if (Path("/proc") / str(child) / "cmdline").read_bytes().split(b"\0") == [
+                    b"sleep",
+                    b"300",
+                    b"",
+                ]:
+                    return pid, child
+        return None
+
+    try:
+        found = wait_until(orphan_and_sleep, 10)
+        assert found is not None
+        orphan, sleep = found
+        stat = (Path("/proc") / str(orphan) / "stat").read_text()
+        if int(stat[stat.rfind(")") + 2 :].split()[1]) != 1:
+            pytest.skip("orphans go to a subreaper here, not to init")
+        assert sorted(executor.reap_orphans()) == sorted([orphan, sleep])
+        assert still_alive([orphan, sleep]) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)

@@ -5,6 +5,8 @@ run a playbook do not pay for the import). One run is one private data directory
 ``runs_dir``::
 
     <runs_dir>/<UTC time>-<playbook>-<random>/      mode 0700
+        owner                                       the cloudctl process running it (0600)
+        supervise.py                                starts ansible-playbook (see below)
         ansible.cfg                                 empty: the run's only configuration file
         inventory/hosts.json                        rendered from RunRequest.hosts (0600)
         env/extravars                               RunRequest.extravars as JSON (0600)
@@ -19,6 +21,19 @@ Every setting of a run comes from :meth:`AnsibleExecutor._envvars`: ``ANSIBLE_CO
 run's own empty ``ansible.cfg``, so neither an ``ansible.cfg`` in the working directory (the
 repository's, meant for runs by hand) nor ``~/.ansible.cfg`` or ``/etc/ansible/ansible.cfg``
 (nor an ``ANSIBLE_CONFIG`` of the caller's) changes what cloudctl's runs do.
+
+A run dies with cloudctl, even with a SIGKILL that no handler sees. ansible-runner starts
+``supervise.py`` (standalone: ``python -I -S``, standard library only) in place of
+ansible-playbook, in its own session as pexpect does. The supervisor asks the kernel for a SIGTERM
+when cloudctl dies (``PR_SET_PDEATHSIG``; it checks that cloudctl is still its parent once armed),
+becomes the "child subreaper" of everything below it, then forks ansible-playbook, itself armed to
+get a SIGKILL when the supervisor dies. Ansible's workers call ``setsid()`` and would outlive
+ansible-playbook, but as orphans they are re-parented to the supervisor: on that SIGTERM it
+freezes and kills its whole tree, then exits. The parent death signal follows the *thread* that
+forked: ansible-runner forks from the thread calling :meth:`AnsibleExecutor.run`, which waits for
+the child, so it cannot fire while the run goes on. What escapes anyway (a supervisor killed with
+SIGKILL by hand, runs of an older cloudctl) is found from the ``owner`` file by
+:meth:`AnsibleExecutor.reap_orphans`.
 """
 
 from __future__ import annotations
@@ -27,15 +42,18 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
+import sys
 import sysconfig
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -67,6 +85,124 @@ ARTIFACTS_IDENT = "run"
 STALE_RUN_S = 24 * 3600
 #: Names of the run directories this executor makes: ``<UTC time>-<playbook>-<random>``.
 _RUN_DIR_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-.+-[^-]+$")
+#: The file of a run directory naming the process that runs it: ``{"pid", "start", "boot"}``, its
+#: start time (clock ticks after boot, from ``/proc/<pid>/stat``) and the boot id, so that a pid
+#: used again by another process is not taken for the owner.
+OWNER_FILE = "owner"
+#: The file of a run directory holding :data:`_SUPERVISOR`.
+SUPERVISOR_FILE = "supervise.py"
+#: Files of a run directory that its supervisor, ansible-playbook and workers have among their
+#: arguments (ansible-runner gives ``-i <run dir>/inventory/hosts.json``).
+_RUN_FILES = (SUPERVISOR_FILE, os.path.join("inventory", "hosts.json"))
+
+#: The program ansible-runner starts for a run: ``python -I -S supervise.py <cloudctl pid>
+#: <ansible-playbook> <its arguments>``; see the module docstring. Standard library only, no site
+#: packages: it starts in a few milliseconds.
+_SUPERVISOR = r'''"""cloudctl: run ansible-playbook; when cloudctl dies, kill the whole run."""
+
+import _signal as signal  # signal without its enums: they would double our start-up time
+import ctypes
+import os
+import sys
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option, value):
+    if LIBC.prctl(option, value, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def shared_ssh_master(pid):
+    # ssh ControlPersist masters daemonize (so they end up below us) but serve every run to their
+    # host, other cloudctl processes' included; they exit by themselves once idle.
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().rstrip(b"\0")
+    except OSError:
+        return False
+    return cmdline.startswith(b"ssh: ") and cmdline.endswith(b"[mux]")
+
+
+def descendants():
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [os.getpid()]
+    while todo:
+        for pid in children.get(todo.pop(), ()):
+            if pid not in found and not shared_ssh_master(pid):
+                found.add(pid)
+                todo.append(pid)
+    return found
+
+
+def stop(signum, frame):
+    # Freeze first, until no new process appears: nothing forks or moves out of reach meanwhile.
+    stopped = set()
+    for _ in range(5):
+        new = descendants() - stopped
+        if not new:
+            break
+        for pid in new:
+            kill(pid, signal.SIGSTOP)
+        stopped |= new
+    for pid in stopped:
+        kill(pid, signal.SIGKILL)
+    os._exit(128 + signum)
+
+
+def kill(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        pass
+
+
+def main(owner, argv):
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != owner:  # cloudctl died before we were armed
+        return 128 + signal.SIGTERM
+    me = os.getpid()
+    child = os.fork()
+    if child == 0:
+        try:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() == me:
+                os.execv(argv[0], argv)
+        except OSError as exc:
+            sys.stderr.write(f"cloudctl: cannot run {argv[0]}: {exc}\n")
+        finally:
+            os._exit(127)
+    while True:
+        pid, status = os.waitpid(-1, 0)  # also reaps the orphans re-parented to us
+        if pid == child:
+            break
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:  # end the way ansible-playbook did, as ansible-runner would have seen it
+        if -code in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(-code, signal.SIG_DFL)
+        os.kill(me, -code)
+        return 128 - code
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1]), sys.argv[2:]))
+'''
 
 _RESULT_EVENTS: Mapping[str, TaskStatus] = {
     "runner_on_ok": "ok",
@@ -183,21 +319,24 @@ class AnsibleExecutor:
         collector.emit(
             RunEvent(kind="run_start", playbook=request.playbook, message=request.description)
         )
-        cmdline = " ".join(
+        binary, *launch_args = self._launcher(data_dir, bin_dir)
+        flags = [
             flag
             for flag, wanted in (("--check", request.check), ("--diff", request.diff))
             if wanted
-        )
+        ]
         started = time.monotonic()
         with _watchdog(data_dir, self.timeout_s) as watchdog:
             try:
+                # With `binary`, ansible-runner leaves the playbook out of the command: it goes
+                # on the command line, after the launcher's own arguments.
                 runner = ansible_runner.run(
                     private_data_dir=str(data_dir),
                     ident=ARTIFACTS_IDENT,
-                    playbook=str(playbook_path),
+                    binary=binary,
+                    cmdline=shlex.join([*launch_args, *flags, str(playbook_path)]),
                     inventory=str(inventory_path),
                     envvars=self._envvars(bin_dir, config_path),
-                    cmdline=cmdline or None,
                     forks=self.forks,
                     quiet=True,
                     suppress_env_files=True,  # envvars stay in memory, not in env/envvars
@@ -281,6 +420,38 @@ class AnsibleExecutor:
                 removed.append(path)
         return removed
 
+    def reap_orphans(self) -> list[int]:
+        """Kill what is left of the runs in ``runs_dir`` whose cloudctl process died; their pids.
+
+        A run's processes are its supervisor, ansible-playbook and Ansible's workers (working
+        directory the run directory, the run's ``supervise.py`` or inventory file among their
+        arguments), with all their descendants (the modules they run). Its owner is named in its
+        ``owner`` file; a run without one (started by an older cloudctl) counts as orphaned only
+        once its processes all hang off init (pid 1). Each orphaned tree is frozen (SIGSTOP), then
+        killed (SIGKILL). The processes of a run whose owner lives, this process and its
+        ancestors are never touched, nor a shell or a ``tail`` that merely looks into a run
+        directory, nor anything outside ``runs_dir``.
+        """
+        if not self.runs_dir.is_dir():
+            return []
+        runs = [p for p in self.runs_dir.iterdir() if p.is_dir() and _RUN_DIR_RE.match(p.name)]
+        procs = _scan_processes()
+        if not runs or not procs:
+            return []
+        children = _children_of({pid: proc.ppid for pid, proc in procs.items()})
+        spare = _ancestors(os.getpid(), procs)
+        doomed: set[int] = set()
+        for run, members in _run_members(runs, procs).items():
+            tree = _subtree(members, children, procs)
+            if _orphaned(run, tree, procs):
+                doomed |= tree
+            else:
+                spare |= tree
+        killed = _kill_trees(doomed - spare, spare) if doomed - spare else []
+        if killed:
+            log.info("killed %d processes of runs whose cloudctl died: %s", len(killed), killed)
+        return killed
+
     def _playbook_path(self, playbook: str) -> Path:
         root = self.playbooks_dir.resolve()
         path = (root / playbook).resolve()
@@ -300,7 +471,22 @@ class AnsibleExecutor:
         with self._lock:
             self._running.add(path.name)
         path.chmod(0o700)
+        # before any process of the run exists: reap_orphans() never sees one without its owner
+        _write_private_json(path / OWNER_FILE, _owner_record(os.getpid()))
         return path
+
+    def _launcher(self, data_dir: Path, bin_dir: Path) -> list[str]:
+        """The command starting ansible-playbook for the run in ``data_dir``; its arguments follow.
+
+        On Linux, :data:`_SUPERVISOR` between ansible-runner and ansible-playbook; elsewhere
+        (no ``prctl``, no ``/proc``), ansible-playbook itself.
+        """
+        ansible_playbook = str(bin_dir / "ansible-playbook")
+        if not sys.platform.startswith("linux"):
+            return [ansible_playbook]
+        script = data_dir / SUPERVISOR_FILE
+        _write_private_text(script, _SUPERVISOR)
+        return [sys.executable, "-I", "-S", str(script), str(os.getpid()), ansible_playbook]
 
     def _envvars(self, bin_dir: Path, config_path: Path) -> dict[str, str]:
         return {
@@ -416,8 +602,7 @@ class _Watchdog:
         if self.signum is None and not self.timed_out:
             return False
         self._stopped = True
-        for pid in _children_running(self.run_dir):
-            _kill_tree(pid)
+        _kill_trees(_children_running(self.run_dir))
         return True
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -453,6 +638,18 @@ def _watchdog(run_dir: Path, timeout_s: int | None) -> Iterator[_Watchdog]:
         watchdog.restore()
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields 3 on of ``/proc/<pid>/stat`` (state, ppid, ..., start time at [19]); None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            line = f.read()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+    fields = line[line.rfind(")") + 2 :].split()
+    return fields if len(fields) > 19 else None
+
+
 def _process_table() -> dict[int, int]:
     """pid -> parent pid of every process we can see (Linux ``/proc``; empty elsewhere)."""
     table: dict[int, int] = {}
@@ -461,51 +658,72 @@ def _process_table() -> dict[int, int]:
     except OSError:
         return table
     for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
-                stat_line = f.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-        fields = stat_line[stat_line.rfind(")") + 2 :].split()
-        if len(fields) > 1:
-            table[int(entry)] = int(fields[1])
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None:
+                table[int(entry)] = int(fields[1])
     return table
+
+
+def _children_of(parents: Mapping[int, int]) -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    return children
+
+
+def _cmdline(pid: int) -> tuple[str, ...]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return ()
+    # a process that rewrote its title (ssh's "[mux]") may leave no NUL at the end
+    return tuple(os.fsdecode(arg) for arg in raw.rstrip(b"\0").split(b"\0")) if raw else ()
+
+
+def _is_shared_ssh_master(args: tuple[str, ...]) -> bool:
+    """An ssh ControlPersist master (``ssh: <control path> [mux]``).
+
+    Started by one run, it serves every run to its host (other cloudctl processes' included) and
+    exits by itself once idle: killing it would break a run going on elsewhere.
+    """
+    text = " ".join(args)
+    return text.startswith("ssh: ") and text.endswith("[mux]")
 
 
 def _children_running(marker: str) -> list[int]:
     """Our child processes whose command line mentions ``marker`` (the run directory)."""
     me = os.getpid()
-    found = []
-    for pid, ppid in _process_table().items():
-        if ppid != me:
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().decode("utf-8", "replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            found.append(pid)
-    return found
+    return [
+        pid
+        for pid, ppid in _process_table().items()
+        if ppid == me and any(marker in arg for arg in _cmdline(pid))
+    ]
 
 
-def _kill_tree(root: int) -> None:
-    """SIGSTOP ``root`` and its descendants until no new ones appear, then SIGKILL them all."""
+def _kill_trees(roots: Iterable[int], spare: Collection[int] = ()) -> list[int]:
+    """SIGSTOP ``roots`` and their descendants until no new ones appear, then SIGKILL them all.
+
+    Freezing first means nothing forks or moves out of reach in between. What is in ``spare``
+    (with what runs below it) and shared ssh masters are left alone. Returns the pids killed.
+    """
+    roots = list(roots)
     stopped: set[int] = set()
+    passed: set[int] = set(spare)
     for _ in range(5):
-        table = _process_table()
-        children: dict[int, list[int]] = {}
-        for pid, ppid in table.items():
-            children.setdefault(ppid, []).append(pid)
-        tree, todo = set(), [root]
+        children = _children_of(_process_table())
+        tree: set[int] = set()
+        todo = list(roots)
         while todo:
             pid = todo.pop()
-            if pid not in tree:
-                tree.add(pid)
-                todo.extend(children.get(pid, []))
+            if pid in tree or pid in passed:
+                continue
+            if pid not in stopped and _is_shared_ssh_master(_cmdline(pid)):
+                passed.add(pid)
+                continue
+            tree.add(pid)
+            todo.extend(children.get(pid, []))
         new = tree - stopped
         if not new:
             break
@@ -513,13 +731,127 @@ def _kill_tree(root: int) -> None:
             with suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGSTOP)
         stopped |= new
-    for pid in stopped:
+    killed = []
+    for pid in sorted(stopped):
         with suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
+
+
+# -- orphaned runs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Proc:
+    """What reap_orphans needs to know of a process."""
+
+    ppid: int
+    args: tuple[str, ...]
+    cwd: str
+
+
+def _scan_processes() -> dict[int, _Proc]:
+    """Every process we can see (Linux ``/proc``; empty elsewhere)."""
+    procs: dict[int, _Proc] = {}
+    for pid, ppid in _process_table().items():
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = ""
+        procs[pid] = _Proc(ppid=ppid, args=_cmdline(pid), cwd=cwd)
+    return procs
+
+
+def _run_members(runs: Iterable[Path], procs: Mapping[int, _Proc]) -> dict[Path, set[int]]:
+    """A run's own processes: working in its directory, with one of :data:`_RUN_FILES` to run.
+
+    Both conditions, so that a shell ``cd``-ed into a run directory or a ``tail -f`` of its
+    output is not taken for a part of the run.
+    """
+    by_cwd: dict[str, tuple[Path, frozenset[str]]] = {}
+    for run in runs:
+        files = frozenset(
+            os.path.join(base, name)
+            for base in (str(run), os.path.realpath(run))
+            for name in _RUN_FILES
+        )
+        by_cwd[os.path.realpath(run)] = (run, files)
+    members: dict[Path, set[int]] = {}
+    for pid, proc in procs.items():
+        found = by_cwd.get(proc.cwd)
+        if found is not None and not found[1].isdisjoint(proc.args):
+            members.setdefault(found[0], set()).add(pid)
+    return members
+
+
+def _subtree(
+    roots: Iterable[int], children: Mapping[int, list[int]], procs: Mapping[int, _Proc]
+) -> set[int]:
+    tree: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in tree and pid in procs and not _is_shared_ssh_master(procs[pid].args):
+            tree.add(pid)
+            todo.extend(children.get(pid, []))
+    return tree
+
+
+def _ancestors(pid: int, procs: Mapping[int, _Proc]) -> set[int]:
+    """``pid`` and its ancestors."""
+    found: set[int] = set()
+    while pid > 0 and pid not in found:
+        found.add(pid)
+        pid = procs[pid].ppid if pid in procs else 0
+    return found
+
+
+def _orphaned(run: Path, tree: set[int], procs: Mapping[int, _Proc]) -> bool:
+    alive = _owner_alive(run)
+    if alive is not None:
+        return not alive
+    # An older cloudctl's run (no owner file): orphaned once everything of it hangs off init.
+    return all(procs[pid].ppid == 1 for pid in tree if procs[pid].ppid not in tree)
+
+
+def _owner_record(pid: int) -> dict[str, Any]:
+    """What :data:`OWNER_FILE` holds for process ``pid``."""
+    fields = _stat_fields(pid)
+    return {"pid": pid, "start": int(fields[19]) if fields else None, "boot": _boot_id()}
+
+
+def _owner_alive(run_dir: Path) -> bool | None:
+    """Whether the process named in the run's owner file lives; None without a readable one."""
+    try:
+        owner = json.loads((run_dir / OWNER_FILE).read_text(encoding="utf-8"))
+        pid, start, boot = int(owner["pid"]), owner.get("start"), str(owner.get("boot") or "")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if boot and boot != _boot_id():
+        return False
+    fields = _stat_fields(pid)
+    if fields is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True  # there, but its /proc entry is hidden from us: assume it is the owner
+    if fields[0] in ("Z", "X"):  # exited, not yet waited for
+        return False
+    return start is None or int(fields[19]) == start
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
 
 
 def _write_private_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         text = json.dumps(data, indent=1, sort_keys=True)
     except (TypeError, ValueError) as exc:
@@ -527,6 +859,11 @@ def _write_private_json(path: Path, data: Any) -> None:
             f"cannot write {path.name}: value is not JSON serialisable: {exc}",
             reason=str(exc),
         ) from exc
+    _write_private_text(path, text)
+
+
+def _write_private_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)

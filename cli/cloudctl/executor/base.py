@@ -138,3 +138,7 @@ class Executor(Protocol):
     def run(self, request: RunRequest, on_event: EventHandler | None = None) -> RunResult:
         """Run ``request``; never raises for a failed play (read ``RunResult.ok``)."""
         ...
+
+    def reap_orphans(self) -> list[int]:
+        """Kill the processes left by runs whose cloudctl process died; returns their pids."""
+        ...

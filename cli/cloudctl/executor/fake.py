@@ -118,6 +118,10 @@ class FakeExecutor:
         self.results.append(result)
         return result
 
+    def reap_orphans(self) -> list[int]:
+        """Nothing to reap: fake runs start no process."""
+        return []
+
     # -- helpers ----------------------------------------------------------------------------
 
     def _with_failures(

@@ -652,6 +652,9 @@ def resume_unfinished(ctx: Context) -> list[str]:
     left instances BUILDING (claims held, maybe a domain or disks on the host): they are
     deleted (force: domain, disks, claim, IP), so the new plan creates them again cleanly.
     """
+    reaped = ctx.executor.reap_orphans()
+    if reaped:
+        ctx.progress.info(f"stopped {len(reaped)} Ansible processes left by a killed cloudctl")
     cleaned: list[str] = []
     for run in state_store.unfinished_runs(ctx, holding_lock=True):
         uuids = [u for step in run.get("steps", []) for u in step.get("instance_uuids") or []]
