@@ -232,6 +232,24 @@ def test_prune_deletes_only_what_the_files_created(lab: Cli, estate: Path) -> No
     verify_clean(lab)
 
 
+def left_running(runs: Path, within_s: float = 10.0) -> list[str]:
+    """Command lines of processes still naming ``runs`` after ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                if str(runs) in args and "[mux]" not in args:
+                    found.append(args)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def test_an_apply_killed_at_random_moments_converges(lab: Cli, estate: Path) -> None:
     rng = random.Random(7)
     extra = estate / "killed.yaml"
@@ -250,6 +268,7 @@ def test_an_apply_killed_at_random_moments_converges(lab: Cli, estate: Path) -> 
         time.sleep(rng.uniform(1.0, 8.0))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        assert not left_running(lab.home / "runs"), "the killed apply's Ansible run lives on"
         done = apply(lab, estate, "--lock-timeout", "60")
         assert done["failed"] == [], done
         assert plan(lab, estate)[0] == 0
