@@ -15,13 +15,14 @@ over SSH like remote hosts) in a temporary ``CLOUDCTL_HOME``, the tiny kernel + 
 
 Two kinds of guest, each measured both ways:
 
-- ``kvm``: KVM domains of a blank disk that start in well under a second (the firmware finds
-  nothing to boot and waits), as ``benchmarks/batching.py`` uses: the figure is what the
-  orchestration costs, which is what batching saves. This is the row the target is judged on.
+- ``kvm``: KVM domains of a blank disk (the firmware finds nothing to boot and waits), as
+  ``benchmarks/batching.py`` uses, so that no guest spends CPU booting a kernel;
 - ``tcg``: the tiny kernel + busybox image under TCG emulation (``virt_type: qemu``; a Linux
-  kernel does not boot under this machine's nested KVM). Every guest then spends seconds of CPU
-  booting, and on a 2-core machine twenty of them booting at once slow everything else down;
-  shown for the record.
+  kernel does not boot under this machine's nested KVM), as the lab tests run.
+
+On this 2-core machine starting a domain is CPU-bound either way (~0.44 CPU-s per TCG start,
+more under nested KVM), so the spawn task of 20 guests takes the same seconds whether one play
+or twenty start them; the report shows that floor beside the ratio.
 
 A warm-up guest is booted and deleted first so that both sides find the image cached on the
 (shared) instance storage. Figures go to ``benchmarks/results/apply.json``; the lab is always torn
@@ -183,6 +184,10 @@ class TimedExecutor:
             self.plays.append(breakdown or {"total": result.duration_s})
         return result
 
+    def reap_orphans(self) -> list[int]:
+        """As the real executor."""
+        return self.inner.reap_orphans()
+
 
 def _servers(home: Home, prefix: str) -> list[dict[str, Any]]:
     return [s for s in home.json("list") if str(s["name"]).startswith(prefix)]
@@ -298,7 +303,9 @@ def report(row: dict[str, Any]) -> str:
             f"{'ansible-playbook per guest':<34} {ref['wall_s']:>8.1f} {ref['per_guest_s']:>8.2f} "
             f"{ref['plays']:>6}",
             f"ratio {row['speedup']:.1f}x (target >= {TARGET_SPEEDUP:.0f}x): "
-            + ("MET" if row["target_met"] else "NOT MET"),
+            + ("MET" if row["target_met"] else "NOT MET")
+            + f"; the apply's spawn task alone (starting the domains) caps it at "
+            f"{row['ceiling_spawn_task_only']}x",
             f"apply: CLI start {a['cli_startup_s']} s, plan alone {a['plan_alone_s']} s; "
             f"{a['before_play_s']} s before its spawn play (start, plan, claims), "
             f"{a['after_play_s']} s after it; the play {a['spawn_play_s']} s: "
@@ -371,6 +378,10 @@ def measure(n: int, hosts: int, connection: str, guest: str) -> dict[str, Any]:
         "apply": applied,
         "reference": reference,
         "speedup": round(speedup, 2),
+        # What the ratio could reach if the apply were nothing but starting its 20 domains.
+        "ceiling_spawn_task_only": round(reference["wall_s"] / applied["spawn_play"]["spawn"], 1)
+        if applied["spawn_play"].get("spawn")
+        else None,
         "target_speedup": TARGET_SPEEDUP,
         "target_met": speedup >= TARGET_SPEEDUP,
         "command": "flock /tmp/cloudctl-integration.lock .venv/bin/python -m benchmarks apply",
