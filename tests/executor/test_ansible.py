@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,21 +174,23 @@ def executor(ansible_tree: Path, tmp_path: Path) -> AnsibleExecutor:
     return make_executor(ansible_tree, tmp_path / "runs")
 
 
+def cmdlines() -> Iterator[tuple[int, str]]:
+    """(pid, command line) of every live process but this one."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = (Path("/proc") / entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        yield int(entry), cmdline.decode("utf-8", "replace")
+
+
 def leftovers(*markers: str, wait_s: float = 3.0) -> list[str]:
     """Command lines of live processes that mention any marker (after up to ``wait_s``)."""
     deadline = time.monotonic() + wait_s
     while True:
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                cmdline = (Path("/proc") / entry / "cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            text = cmdline.decode("utf-8", "replace")
-            if any(m in text for m in markers):
-                found.append(text)
+        found = [text for _, text in cmdlines() if any(m in text for m in markers)]
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
@@ -624,17 +626,7 @@ else:
 
 def pids_mentioning(*markers: str) -> list[int]:
     """Live processes (not this one) whose command line mentions any marker."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = (Path("/proc") / entry / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if any(m in cmdline.decode("utf-8", "replace") for m in markers):
-            found.append(int(entry))
-    return found
+    return [pid for pid, text in cmdlines() if any(m in text for m in markers)]
 
 
 def children_of(pid: int) -> list[int]:
