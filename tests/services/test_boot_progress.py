@@ -13,6 +13,7 @@ from cloudctl.executor.base import GuestOutcome, RunEvent, RunRequest
 from cloudctl.executor.fake import FakeExecutor
 from cloudctl.services import compute
 from cloudctl.services.compute import BootRequest
+from cloudctl.services.compute.common import looked_up_progress
 from cloudctl.services.context import Context
 from tests.services.lifecycle import power_answer
 
@@ -149,3 +150,26 @@ def test_power_and_delete_name_their_servers_too(
     compute.delete(cloud, names, force=True)
     undefined = sorted(g.label for gs in recorder.guests("undefine").values() for g in gs)
     assert undefined == names
+
+
+def test_plays_of_moves_look_the_names_up(
+    cloud: Context, fake: FakeExecutor, recorder: Recorder
+) -> None:
+    fake.on("spawn.yml", spawn_play(set()))
+    [view] = compute.boot(cloud, BootRequest(name="db", flavor="small", image="tiny"))
+    handle = looked_up_progress(cloud)
+    labels = (f"instance-{view['uuid']}", view["uuid"], "stranger")
+    event = RunEvent(
+        kind="host_result",
+        playbook="migrate_live.yml",
+        host="h1",
+        status="changed",
+        guests=tuple(GuestOutcome(label, "changed") for label in labels),
+    )
+    recorder.events.clear()
+    handle(event)
+    handle(event)  # the second time from what the first looked up
+    assert [tuple(g.label for g in e.guests) for e in recorder.events] == [
+        ("db", "db", "stranger"),
+        ("db", "db", "stranger"),
+    ]

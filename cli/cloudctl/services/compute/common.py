@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from cloudctl.db.models import Host, Image, Instance, KeyPair, Snapshot
@@ -231,6 +231,39 @@ def named_progress(ctx: Context, labels: Mapping[str, str]) -> EventHandler:
         ctx.progress.run_event(rename_guests(event, labels))
 
     return handle
+
+
+def looked_up_progress(ctx: Context) -> EventHandler:
+    """``ctx.progress.run_event`` with guest labels shown as server names found in the books.
+
+    For plays whose caller does not hold the names at hand (moves, evacuations): the first
+    event naming a label looks it up in one short read; a label no instance has stays as it is.
+    """
+    names: dict[str, str] = {}
+
+    def handle(event: RunEvent) -> None:
+        if event.guests:
+            unknown = {g.label for g in event.guests} - names.keys()
+            if unknown:
+                names.update(_server_names(ctx, unknown))
+            event = rename_guests(event, names)
+        ctx.progress.run_event(event)
+
+    return handle
+
+
+def _server_names(ctx: Context, labels: Collection[str]) -> dict[str, str]:
+    found = {label: label for label in labels}
+    with ctx.db.unit_of_work() as session:
+        for uuid, domain, name in session.execute(
+            select(Instance.uuid, Instance.domain_name, Instance.name).where(
+                or_(Instance.uuid.in_(list(labels)), Instance.domain_name.in_(list(labels)))
+            )
+        ):
+            for key in (uuid, domain):
+                if key in found:
+                    found[key] = name
+    return found
 
 
 def guest_label_names(inst: Instance, labels: dict[str, str]) -> None:

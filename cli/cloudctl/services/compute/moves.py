@@ -41,6 +41,7 @@ from cloudctl.services.compute.common import (
     domain_spec,
     failure_reason,
     get_instance,
+    looked_up_progress,
 )
 from cloudctl.services.context import Context
 
@@ -526,7 +527,7 @@ def power_of(result: RunResult | None, task: str, host: str, name: str) -> Power
 def run_play(ctx: Context, request: RunRequest) -> tuple[RunResult | None, str | None]:
     """Run a play; (result, None) when it went well, else (result or None, why)."""
     try:
-        result = ctx.executor.run(request, ctx.progress.run_event)
+        result = ctx.executor.run(request, looked_up_progress(ctx))
     except CloudctlError as exc:
         return None, str(exc)
     return result, None if result.ok else failure_reason(result)
