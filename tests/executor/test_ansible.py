@@ -268,6 +268,25 @@ def test_prune_keeps_the_newest_finished_runs_and_young_unfinished_ones(tmp_path
     assert [p.name for p in executor.prune()] == [names[0]]
 
 
+def test_prune_keeps_an_old_unfinished_run_while_its_processes_live(tmp_path: Path) -> None:
+    """reap_orphans finds a dead apply's leftovers by their run directory: it must not go first."""
+    dead_apply = AnsibleExecutor(runs_dir=tmp_path)  # the run dirs of another process
+    run_dir = dead_apply._new_run_dir("spawn.yml")
+    dead_apply._new_run_dir("newer.yml")  # the one run kept anyway
+    executor = AnsibleExecutor(runs_dir=tmp_path, keep_runs=1)
+    old = time.time() - 2 * 24 * 3600
+    os.utime(run_dir, (old, old))
+    leftover = fake_run_process(run_dir)
+    try:
+        assert wait_until(lambda: children_of(leftover.pid), 10)
+        assert executor.prune() == []
+        assert run_dir.is_dir()
+    finally:
+        os.killpg(leftover.pid, signal.SIGKILL)
+        leftover.wait(10)
+    assert executor.prune() == [run_dir]
+
+
 def test_concurrent_runs_have_their_own_dirs_and_survive_each_others_prune(
     ansible_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

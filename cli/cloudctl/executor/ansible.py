@@ -394,8 +394,10 @@ class AnsibleExecutor:
         """Delete run directories beyond the newest ``keep_runs``; returns what was deleted.
 
         A directory whose run has not recorded a final status may belong to a run still going on
-        in another process: it is deleted only once older than a day. The directories of this
-        executor's runs still going on (in other threads) are never deleted.
+        in another process: it is deleted only once older than a day, and never while a process
+        of the run is left (:meth:`reap_orphans` finds those by their directory, so it must stay).
+        The directories of this executor's runs still going on (in other threads) are never
+        deleted.
         """
         if not self.runs_dir.is_dir():
             return []
@@ -407,17 +409,25 @@ class AnsibleExecutor:
         now = time.time()
         with self._lock:
             running = set(self._running)
+        doomed: list[Path] = []
+        unfinished: list[Path] = []
         for path in runs[: max(0, len(runs) - self.keep_runs)]:
             if path.name in running:
                 continue
-            finished = (path / "artifacts" / ARTIFACTS_IDENT / "status").exists()
+            if (path / "artifacts" / ARTIFACTS_IDENT / "status").exists():
+                doomed.append(path)
+                continue
             try:
-                stale = now - path.stat().st_mtime > STALE_RUN_S
+                if now - path.stat().st_mtime > STALE_RUN_S:
+                    unfinished.append(path)
             except OSError:
                 continue
-            if finished or stale:
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
+        if unfinished:
+            busy = _run_members(unfinished, _scan_processes())
+            doomed += [path for path in unfinished if path not in busy]
+        for path in sorted(doomed, key=lambda p: p.name):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
         return removed
 
     def reap_orphans(self) -> list[int]:
