@@ -12,7 +12,16 @@ INSTANCE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 OBJECT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 PROPERTY_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,254}$")
 AZ_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+#: One OpenSSH public key line: type, base64 blob, optional comment.
+PUBLIC_KEY_RE = re.compile(
+    r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+)"
+    r" [A-Za-z0-9+/=]+( [^\n\r]*)?$"
+)
+#: A Linux interface name (a host's bridge): at most 15 bytes (IFNAMSIZ - 1).
+BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 MAX_USER_DATA = 64 * 1024
+#: Scheduler hints a boot or a Server document may give (names or UUIDs of other instances).
+SCHEDULER_HINTS = ("same_host", "different_host")
 
 
 def instance_name(name: str) -> str:

@@ -80,7 +80,7 @@ def validate_spec(spec: HostSpec) -> None:
     ):
         if value is not None and not SAFE_PATH_RE.match(value):
             raise InvalidInput(reason=f"{label} {value!r} must be an absolute plain path")
-    if not re.match(r"^[A-Za-z0-9_.-]{1,15}$", spec.bridge):
+    if not validation.BRIDGE_RE.match(spec.bridge):
         raise InvalidInput(reason=f"bridge {spec.bridge!r} is not a valid interface name")
     if spec.ssh_user is not None and not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", spec.ssh_user):
         raise InvalidInput(reason=f"ssh user {spec.ssh_user!r} is not a valid user name")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from typing import Any
 
 from sqlalchemy import select
@@ -14,11 +13,6 @@ from cloudctl.db.models import KeyPair
 from cloudctl.domain import validation
 from cloudctl.errors import AlreadyExists, InvalidInput, NotFound
 from cloudctl.services.context import Context
-
-PUBLIC_KEY_RE = re.compile(
-    r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+)"
-    r" [A-Za-z0-9+/=]+( [^\n\r]*)?$"
-)
 
 
 def fingerprint(public_key: str) -> str:
@@ -44,7 +38,7 @@ def add_keypair(ctx: Context, name: str, public_key: str) -> dict[str, Any]:
     """Register a public key (one line of an OpenSSH ``.pub`` file)."""
     validation.object_name("key pair", name)
     key = public_key.strip()
-    if not PUBLIC_KEY_RE.match(key):
+    if not validation.PUBLIC_KEY_RE.match(key):
         raise InvalidInput(
             reason="public key must be one OpenSSH public key line (ssh-ed25519 AAAA...)"
         )

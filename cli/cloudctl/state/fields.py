@@ -9,7 +9,6 @@ same name to the spec dataclass in :mod:`cloudctl.state.model`.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,13 +20,6 @@ from cloudctl.domain.paths import DEFAULT_BRIDGE
 from cloudctl.errors import InvalidInput
 from cloudctl.state import model
 
-#: One OpenSSH public key line (as services/keypairs.py PUBLIC_KEY_RE).
-PUBLIC_KEY_RE = re.compile(
-    r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+)"
-    r" [A-Za-z0-9+/=]+( [^\n\r]*)?$"
-)
-#: A Linux interface name (as services/hosts.py checks bridges).
-BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 #: Most replicas one Server document may declare.
 MAX_REPLICAS = 100_000
 
@@ -182,7 +174,7 @@ def _ip(value: str) -> str | None:
 
 
 def _public_key(value: str) -> str | None:
-    if not PUBLIC_KEY_RE.match(value.strip()):
+    if not validation.PUBLIC_KEY_RE.match(value.strip()):
         return "must be one OpenSSH public key line (ssh-ed25519 AAAA... comment)"
     return None
 
@@ -276,7 +268,7 @@ NETWORK = Shape(
             T.STR,
             "The Linux bridge on every host.",
             default=DEFAULT_BRIDGE,
-            pattern=BRIDGE_RE.pattern,
+            pattern=validation.BRIDGE_RE.pattern,
         ),
     ),
     description="A flat network: a bridge on every host and a subnet to hand out.",

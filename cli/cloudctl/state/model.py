@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
+from cloudctl.domain import validation
 from cloudctl.domain.paths import DEFAULT_BRIDGE
 from cloudctl.errors import InvalidInput
 
@@ -44,8 +45,8 @@ POWER_STATES = ("running", "stopped", "paused")
 PLACEMENTS = ("pinned", "preferred", "free")
 POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
 IMAGE_SOURCES = ("tiny",)
-#: Scheduler hints ``cloudctl boot`` understands (services/compute/boot.py HINTS).
-HINTS = ("same_host", "different_host")
+#: Scheduler hints ``cloudctl boot`` understands.
+HINTS = validation.SCHEDULER_HINTS
 
 
 @dataclass(frozen=True, order=True)

@@ -81,7 +81,7 @@ class BootRequest:
     hints: Mapping[str, str] = field(default_factory=dict)
 
 
-HINTS = ("same_host", "different_host")
+HINTS = validation.SCHEDULER_HINTS
 
 
 def _hint_hosts(
