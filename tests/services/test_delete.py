@@ -211,3 +211,27 @@ def test_delete_succeeds_when_the_host_lost_the_domain(cloud: Context, fake: Fak
     assert compute.delete(cloud, ["web"])[0]["status"] == "DELETED"
     with cloud.db.unit_of_work() as s:
         assert s.scalar(select(func.count(Instance.id)).where(Instance.deleted == 0)) == 0
+
+
+def lock_files(ctx: Context) -> list[str]:
+    return sorted(p.name for p in (ctx.settings.home / "locks").glob("instance-*.lock"))
+
+
+def test_a_deleted_instance_leaves_no_lock_file(cloud: Context, fake: FakeExecutor) -> None:
+    fake.on("power.yml", power_answer)
+    views = compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny", count=2))
+    uuids = sorted(str(v["uuid"]) for v in views)
+    compute.power(cloud, ["web-1", "web-2"], "stop")  # takes both locks: their files exist
+    assert lock_files(cloud) == [f"instance-{u}.lock" for u in uuids]
+    fake.on("destroy.yml", lambda req: {h.name: {"undefine": {}} for h in req.hosts})
+    compute.delete(cloud, ["web-1"])
+    kept = row(cloud, "web-2").uuid
+    assert lock_files(cloud) == [f"instance-{kept}.lock"]
+
+
+def test_a_failed_delete_keeps_the_lock_file(cloud: Context, fake: FakeExecutor) -> None:
+    [view] = compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
+    fake.on("destroy.yml", lambda req: {h.name: {"undefine": {"failed": True}} for h in req.hosts})
+    with pytest.raises(OperationFailed):
+        compute.delete(cloud, ["web"])
+    assert lock_files(cloud) == [f"instance-{view['uuid']}.lock"]

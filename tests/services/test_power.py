@@ -15,7 +15,7 @@ from cloudctl.executor.base import RunRequest
 from cloudctl.executor.fake import FakeExecutor
 from cloudctl.services import compute
 from cloudctl.services.compute import BootRequest
-from cloudctl.services.compute.common import by_uuid, instance_locks
+from cloudctl.services.compute.common import by_uuid, instance_locks, instances_busy
 from cloudctl.services.context import Context
 from tests.services.lifecycle import faults, power_answer, row
 
@@ -198,3 +198,36 @@ def test_the_instance_lock_wait_is_bounded(cloud: Context, web: str) -> None:
     with instance_locks(cloud, [web]), pytest.raises(LockHeld, match=f"instance {web}"):
         compute.power(cloud, ["web"], "pause")
     assert row(cloud, "web").task_state is None
+
+
+def test_a_waiter_behind_a_deleting_holder_locks_the_new_file(cloud: Context, web: str) -> None:
+    """The holder removes the lock file (its instance is gone); the waiter must not keep a lock
+    on the removed file, where a third command could not see it."""
+    got = threading.Event()
+    release = threading.Event()
+
+    def waiter() -> None:
+        with instance_locks(cloud, [web]):
+            got.set()
+            release.wait(10)
+
+    with instance_locks(cloud, [web]) as locks:
+        worker = threading.Thread(target=waiter)
+        worker.start()
+        time.sleep(0.3)
+        assert not got.is_set()
+        locks.discard(web)
+    try:
+        assert got.wait(10)
+        path = cloud.settings.home / "locks" / f"instance-{web}.lock"
+        assert path.exists()
+        assert instances_busy(cloud, [web]) == {web}  # held on the file a third command opens
+    finally:
+        release.set()
+        worker.join(10)
+    assert instances_busy(cloud, [web]) == frozenset()
+
+
+def test_looking_for_busy_instances_makes_no_lock_file(cloud: Context) -> None:
+    assert instances_busy(cloud, ["00000000-0000-0000-0000-000000000001"]) == frozenset()
+    assert not list((cloud.settings.home / "locks").glob("instance-*"))

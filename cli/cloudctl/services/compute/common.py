@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import ipaddress
+import os
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from dataclasses import replace
 from datetime import timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TextIO
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -383,24 +384,35 @@ def check_state(
         )
 
 
-@contextlib.contextmanager
-def instance_locks(ctx: Context, uuids: Iterable[str], *, what: str = "") -> Iterator[None]:
-    """Hold the per-instance locks of ``uuids`` (Nova's ``@synchronized(instance.uuid)``).
+class InstanceLocks:
+    """The per-instance locks one command holds; see :func:`instance_locks`."""
 
-    A flow that takes them around its host work (check_state, task_state, play, result) never
-    overlaps another such flow on the same instance: a second command waits (up to
-    ``spawn_timeout_s``) instead of racing it on the host. They are ``flock`` files under the
-    cloudctl home, so they serialise the commands of one controller; a dead process releases
-    its locks with its file descriptors. Taken in UUID order, so two batches cannot deadlock.
-    """
-    lock_dir = ctx.settings.home / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    wait_s = ctx.settings.spawn_timeout_s
-    with contextlib.ExitStack() as stack:
-        for u in sorted(set(uuids)):
-            handle = stack.enter_context((lock_dir / f"instance-{u}.lock").open("a"))
-            deadline = time.monotonic() + wait_s
-            told = False
+    def __init__(self) -> None:
+        self._gone: set[str] = set()
+
+    def discard(self, uuid: str) -> None:
+        """Remove ``uuid``'s lock file on release: the instance is deleted for good.
+
+        It is unlinked while still held, so a command waiting on it finds, once it gets the
+        lock, that the file it locked is no longer the lock (and then finds the instance gone).
+        """
+        self._gone.add(uuid)
+
+    def discarded(self, uuid: str) -> bool:
+        """Whether :meth:`discard` was called for ``uuid``."""
+        return uuid in self._gone
+
+
+def _lock_path(ctx: Context, uuid: str) -> Path:
+    return ctx.settings.home / "locks" / f"instance-{uuid}.lock"
+
+
+def _acquire(ctx: Context, path: Path, uuid: str, what: str, deadline: float) -> TextIO:
+    """An open file of ``path`` holding its ``flock``; waits until ``deadline``."""
+    told = False
+    while True:
+        handle = path.open("a")
+        try:
             while True:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -408,14 +420,55 @@ def instance_locks(ctx: Context, uuids: Iterable[str], *, what: str = "") -> Ite
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         raise LockHeld(
-                            name=f"instance {u}", holder="another cloudctl command"
+                            name=f"instance {uuid}", holder="another cloudctl command"
                         ) from None
                     if not told:
-                        ctx.progress.info(f"waiting for another command on instance {u}{what}")
+                        ctx.progress.info(f"waiting for another command on instance {uuid}{what}")
                         told = True
                     time.sleep(0.1)
+            try:
+                current = path.stat().st_ino
+            except FileNotFoundError:
+                current = None
+            # The holder we waited for deleted the instance and removed the file: the lock we
+            # got is on a file nobody else will open. Lock the one at the path now.
+            if current == os.fstat(handle.fileno()).st_ino:
+                return handle
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()
+
+
+@contextlib.contextmanager
+def instance_locks(
+    ctx: Context, uuids: Iterable[str], *, what: str = ""
+) -> Iterator[InstanceLocks]:
+    """Hold the per-instance locks of ``uuids`` (Nova's ``@synchronized(instance.uuid)``).
+
+    A flow that takes them around its host work (check_state, task_state, play, result) never
+    overlaps another such flow on the same instance: a second command waits (up to
+    ``spawn_timeout_s``) instead of racing it on the host. They are ``flock`` files under the
+    cloudctl home, so they serialise the commands of one controller; a dead process releases
+    its locks with its file descriptors. Taken in UUID order, so two batches cannot deadlock.
+    The files of instances the flow deleted (:meth:`InstanceLocks.discard`) are removed.
+    """
+    (ctx.settings.home / "locks").mkdir(parents=True, exist_ok=True)
+    wait_s = ctx.settings.spawn_timeout_s
+    held = InstanceLocks()
+    with contextlib.ExitStack() as stack:
+        for u in sorted(set(uuids)):
+            path = _lock_path(ctx, u)
+            handle = stack.enter_context(_acquire(ctx, path, u, what, time.monotonic() + wait_s))
+            # LIFO: the file goes before its lock is released (see InstanceLocks.discard)
             stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
-        yield
+            stack.callback(_unlink_if, held, u, path)
+        yield held
+
+
+def _unlink_if(held: InstanceLocks, uuid: str, path: Path) -> None:
+    if held.discarded(uuid):
+        path.unlink(missing_ok=True)
 
 
 def instances_busy(ctx: Context, uuids: Iterable[str]) -> frozenset[str]:
@@ -423,19 +476,20 @@ def instances_busy(ctx: Context, uuids: Iterable[str]) -> frozenset[str]:
 
     Reconcile leaves them alone: their task_state and allocations are that command's to change.
     """
-    lock_dir = ctx.settings.home / "locks"
     busy = set()
     for u in uuids:
-        path = lock_dir / f"instance-{u}.lock"
-        if not path.exists():
+        try:  # read-only, no O_CREAT: looking never makes a lock file
+            fd = os.open(_lock_path(ctx, u), os.O_RDONLY)
+        except FileNotFoundError:
             continue
-        with path.open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                busy.add(u)
-            else:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            busy.add(u)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
     return frozenset(busy)
 
 

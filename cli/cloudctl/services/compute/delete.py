@@ -108,7 +108,7 @@ def hard_delete(
     """
     recorded = {"delete": "delete", "force_delete": "forceDelete", "reclaim": "delete"}[action]
     event = "reclaim" if action == "reclaim" else "terminate"
-    with instance_locks(ctx, uuids):
+    with instance_locks(ctx, uuids) as locks:
         todo: list[str] = []
         with ctx.db.unit_of_work() as session:
             now = ctx.clock()
@@ -159,6 +159,8 @@ def hard_delete(
                 inst.deleted = inst.id
                 session.flush()
                 views.append(instance_view(session, inst))
+        for view in views:  # committed: deleted for good
+            locks.discard(view["uuid"])
         if bad:
             reason = failure_reason(result)
             fail_action(ctx, bad, request_id, event, reason, result)
