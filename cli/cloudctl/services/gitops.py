@@ -1013,6 +1013,7 @@ def run_apply(
         prune = bool(saved.get("prune", False))
     with state_store.state_lock(ctx, "apply", lock_timeout_s):
         cleaned = resume_unfinished(ctx)
+        hosts.refresh_stale(ctx)
         plan = make_plan(ctx, source, prune=prune)
         if saved is not None and plan.fingerprint != saved["fingerprint"]:
             raise InvalidInput(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,10 +15,17 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from cloudctl import ledger
-from cloudctl.db.models import Allocation, Host, Instance, Migration
+from cloudctl.db.models import Allocation, Host, HostEvent, Instance, Migration
 from cloudctl.domain import validation
 from cloudctl.domain.paths import DEFAULT_BRIDGE, DEFAULT_INSTANCES_PATH
-from cloudctl.errors import AlreadyExists, ExecutorError, InUse, InvalidInput, NotFound
+from cloudctl.errors import (
+    AlreadyExists,
+    CloudctlError,
+    ExecutorError,
+    InUse,
+    InvalidInput,
+    NotFound,
+)
 from cloudctl.executor.base import HostTarget, RunRequest, RunResult
 from cloudctl.services.context import Context
 from cloudctl.services.lab_machine import LAB_LABEL, Lab
@@ -235,6 +242,53 @@ def touch_hosts(ctx: Context, names: Iterable[str]) -> None:
     with ctx.db.unit_of_work() as session:
         for host in session.scalars(select(Host).where(Host.name.in_(names), Host.deleted == 0)):
             host.last_heartbeat = now
+
+
+def refresh_stale(ctx: Context, *, exclude: Collection[str] = ()) -> list[str]:
+    """Ask the enabled hosts without a recent heartbeat whether they answer; returns those that did.
+
+    cloudctl has no always-on compute service: without ``cloudctl agent`` the heartbeats come
+    from the commands that reach the hosts, so after a quiet minute every host would look down
+    and nothing could be scheduled. Commands that schedule call this first: one discover play
+    over just those hosts, and the ones that answer are up again (capacity refreshed too). Hosts
+    whose latest recorded up/down event says down are left to reconcile, the agent or ``host
+    discover``, so that a dead host does not cost every command a connection timeout.
+    """
+    with ctx.db.unit_of_work() as session:
+        now = ctx.clock()
+        down_after = ctx.settings.service_down_time_s
+        stale = [
+            h
+            for h in list_hosts(session)
+            if h.enabled and h.name not in exclude and not is_up(h, now, down_after)
+        ]
+        if not stale:
+            return []
+        latest: dict[str, str] = {}
+        for host_name, event in session.execute(
+            select(HostEvent.host, HostEvent.event)
+            .where(HostEvent.host.in_([h.name for h in stale]), HostEvent.event.in_(("up", "down")))
+            .order_by(HostEvent.id)
+        ):
+            latest[host_name] = event
+        targets = tuple(host_target(h) for h in stale if latest.get(h.name) != "down")
+    if not targets:
+        return []
+    ctx.progress.info(
+        f"asking {len(targets)} host(s) with no heartbeat for {down_after}s: "
+        + ", ".join(t.name for t in targets)
+    )
+    try:
+        result = ctx.executor.run(
+            RunRequest(playbook="discover.yml", hosts=targets, description="refresh heartbeats"),
+            ctx.progress.run_event,
+        )
+    except CloudctlError:
+        return []  # they stay down; scheduling says so
+    apply_facts(ctx, result)
+    return sorted(
+        {r.host for r in result.tasks if r.task == "host facts" and r.status in ("ok", "changed")}
+    )
 
 
 def set_enabled(

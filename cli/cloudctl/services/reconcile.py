@@ -227,7 +227,10 @@ def survey(ctx: Context) -> Survey:
         ),
         ctx.progress.run_event,
     )
-    return Survey(parse_survey(result, targets), result)
+    seen = parse_survey(result, targets)
+    # an answer is a heartbeat (the audit counts it as one too)
+    hosts.touch_hosts(ctx, [s.host for s in seen if s.reachable])
+    return Survey(seen, result)
 
 
 def parse_survey(result: RunResult, targets: Sequence[HostTarget]) -> list[HostSeen]:

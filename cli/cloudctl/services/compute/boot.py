@@ -124,6 +124,7 @@ def parse_az(value: str | None) -> tuple[str | None, str | None]:
 def boot(ctx: Context, req: BootRequest, *, wait: bool = True) -> list[dict[str, Any]]:
     """Validate, create, schedule and claim; then build (inline, or in a detached worker)."""
     request_id = actions.new_request_id()
+    hosts.refresh_stale(ctx)
     uuids = create_and_claim(ctx, req, request_id)
     if wait:
         build_instances(ctx, uuids, request_id)

@@ -45,12 +45,14 @@ OnGuest = Callable[[int, int, Mapping[str, Any]], None]
 
 
 def source_is_down(ctx: Context, host_name: str) -> bool:
-    """Nova's servicegroup check, then a probe: a host whose libvirtd answers is up."""
+    """A probe, whatever the heartbeat says: a host whose libvirtd answers is up.
+
+    Nova trusts its servicegroup here, but a stale heartbeat only means no cloudctl command or
+    agent reached the host lately; rebuilding the guests of a host that still runs them would
+    leave two copies writing one disk on shared storage.
+    """
     with ctx.db.unit_of_work() as session:
-        host = hosts.get_host(session, host_name)
-        if not hosts.is_up(host, ctx.clock(), ctx.settings.service_down_time_s):
-            return True
-        target = hosts.host_target(host)
+        target = hosts.host_target(hosts.get_host(session, host_name))
     try:
         result = ctx.executor.run(
             RunRequest(playbook="discover.yml", hosts=(target,), description="is it down?"),
@@ -86,6 +88,7 @@ def evacuate(
         raise InvalidInput(reason=f"{name} is on {host}: evacuate needs another host")
     if not checked_down and not source_is_down(ctx, source_name):
         raise _refuse_up(source_name)
+    hosts.refresh_stale(ctx, exclude={source_name})
     request_id = actions.new_request_id()
 
     def schedule() -> tuple[str, str, str]:

@@ -74,6 +74,7 @@ def live_migrate(
     if block_migrate not in BLOCK_MODES:
         raise InvalidInput(reason=f"--block-migrate must be one of {', '.join(BLOCK_MODES)}")
     request_id = actions.new_request_id()
+    hosts.refresh_stale(ctx)
     with ctx.db.unit_of_work() as session:
         now = ctx.clock()
         inst = get_instance(session, ctx.settings.project_id, name)

@@ -59,6 +59,7 @@ def migrate(
     """Cold-migrate (or, with ``flavor``, resize) an instance; it ends in VERIFY_RESIZE."""
     action = "resize" if flavor else "migrate"
     request_id = actions.new_request_id()
+    hosts.refresh_stale(ctx)
 
     def schedule() -> tuple[str, str, str, str, bool]:
         with ctx.db.unit_of_work() as session:
