@@ -205,9 +205,10 @@ def discover_hosts(ctx: Context, names: Sequence[str] | None = None) -> list[dic
         ]
 
 
-def apply_facts(ctx: Context, result: RunResult) -> None:
-    """Store what the host-facts module reported and refresh those hosts' heartbeats."""
+def apply_facts(ctx: Context, result: RunResult) -> list[str]:
+    """Store what the host-facts module reported, refresh those hosts' heartbeats; their names."""
     now = ctx.clock()
+    answered: list[str] = []
     with ctx.db.unit_of_work() as session:
         for task in result.tasks:
             if task.task != "host facts" or task.status not in ("ok", "changed"):
@@ -231,6 +232,8 @@ def apply_facts(ctx: Context, result: RunResult) -> None:
                 "virt_types": facts.get("virt_types", []),
             }
             host.last_heartbeat = now
+            answered.append(host.name)
+    return sorted(answered)
 
 
 def touch_hosts(ctx: Context, names: Iterable[str]) -> None:
@@ -285,10 +288,7 @@ def refresh_stale(ctx: Context, *, exclude: Collection[str] = ()) -> list[str]:
         )
     except CloudctlError:
         return []  # they stay down; scheduling says so
-    apply_facts(ctx, result)
-    return sorted(
-        {r.host for r in result.tasks if r.task == "host facts" and r.status in ("ok", "changed")}
-    )
+    return apply_facts(ctx, result)
 
 
 def set_enabled(
