@@ -17,7 +17,7 @@ def test_first_use_upgrades_and_is_cheap_after(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'x' / 'state.db'}")
     assert db.current_revision() is None
     db.ensure_schema()
-    assert db.current_revision() == db.head_revision() == "0007"
+    assert db.current_revision() == db.head_revision() == "0008"
     db.ensure_schema()
     with db.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
@@ -42,7 +42,7 @@ def test_soft_deleted_name_can_be_reused(tmp_path: Path) -> None:
 def test_db_upgrade_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     assert run(["--db", url, "db", "upgrade", "-o", "json"]) == 0
-    assert '"revision": "0007"' in capsys.readouterr().out
+    assert '"revision": "0008"' in capsys.readouterr().out
 
 
 def test_upgrade_from_an_older_revision_keeps_rows(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_upgrade_from_an_older_revision_keeps_rows(tmp_path: Path) -> None:
             )
         )
     db.ensure_schema()
-    assert db.current_revision() == "0007"
+    assert db.current_revision() == "0008"
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT name FROM flavors")).scalar() == "kept"
         conn.execute(text("SELECT ssh_common_args FROM hosts"))

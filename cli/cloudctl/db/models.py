@@ -126,6 +126,8 @@ class Host(TimestampMixin, SoftDeleteMixin, Base):
     generation: Mapped[int] = mapped_column(Integer, default=0)
     # Builds that failed here since the last one that succeeded (BuildFailureWeigher).
     failed_builds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The `cloudctl lab` that made this host (its id); None for hosts added by hand.
+    lab_id: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Flavor(TimestampMixin, SoftDeleteMixin, Base):
@@ -251,6 +253,9 @@ class Instance(TimestampMixin, SoftDeleteMixin, Base):
     swap_mb: Mapped[int] = mapped_column(Integer, default=0)
     vm_state: Mapped[str] = mapped_column(String(32))
     task_state: Mapped[str | None] = mapped_column(String(32), default=None)
+    # The command lease (``command_leases.uuid``) whose command set ``task_state``: Nova's
+    # expected_task_state made an owner, so any controller can tell a dead command's task.
+    task_owner: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
     power_state: Mapped[int] = mapped_column(Integer, default=0)
     availability_zone: Mapped[str | None] = mapped_column(String(255), default=None)
     key_name: Mapped[str | None] = mapped_column(String(255), default=None)
@@ -484,7 +489,8 @@ class StateLock(Base):
     """The state lock of ``cloudctl apply`` (and of ``cloudctl state lock``, held by hand).
 
     A row per lock name; holding the lock is having inserted the row. ``pid`` 0 is a lock taken
-    by a person, held until ``cloudctl state unlock``.
+    by a person, held until ``cloudctl state unlock``. A process's lock is a lease: its holder
+    renews ``expires_at`` while it lives, and the lock is stale only once that has passed.
     """
 
     __tablename__ = "state_locks"
@@ -497,6 +503,13 @@ class StateLock(Base):
     operation: Mapped[str] = mapped_column(String(64))
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     info: Mapped[str | None] = mapped_column(Text, default=None)
+    # The holder's identity beyond its pid (PID namespaces, reboots) and its lease.
+    boot_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    pid_ns: Mapped[str | None] = mapped_column(String(64), default=None)
+    start_time: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: None: held by a person, never expires.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class ApplyRun(Base):
@@ -514,6 +527,9 @@ class ApplyRun(Base):
     pid: Mapped[int] = mapped_column(Integer)
     hostname: Mapped[str] = mapped_column(String(255))
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # The command lease of the apply's process: the run is dead once that lease is gone or
+    # expired, whichever machine ran it.
+    lease_uuid: Mapped[str | None] = mapped_column(String(36), default=None)
 
 
 class ApplyStep(Base):
@@ -552,3 +568,34 @@ class ManagedResource(Base):
     estate: Mapped[str] = mapped_column(String(255), default="default")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     apply_uuid: Mapped[str | None] = mapped_column(String(36), default=None)
+
+
+class CommandLease(Base):
+    """A running command's lease: who it is, what it holds, and a heartbeat.
+
+    Every command that changes a guest holds one (``services/leases.py``). Its instances name it
+    in ``instances.task_owner``. The holder renews ``expires_at`` every few seconds, also while
+    Ansible runs; once ``expires_at`` has passed, any controller may take the lease over
+    (``taken_over_by``) and settle what the command left by what the hosts show.
+    """
+
+    __tablename__ = "command_leases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    command: Mapped[str] = mapped_column(String(255))
+    holder: Mapped[str] = mapped_column(String(255))
+    hostname: Mapped[str] = mapped_column(String(255))
+    boot_id: Mapped[str] = mapped_column(String(64))
+    pid_ns: Mapped[str] = mapped_column(String(64))
+    pid: Mapped[int] = mapped_column(Integer)
+    start_time: Mapped[int] = mapped_column(BigInteger)
+    lease_s: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    #: What it holds besides its instances' rows: {"hosts": [...], "migrations": [...], ...}.
+    holds: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: The lease of the controller settling what this dead command left.
+    taken_over_by: Mapped[str | None] = mapped_column(String(36), default=None)

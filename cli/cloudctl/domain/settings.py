@@ -87,6 +87,13 @@ class Settings:
     remove_unused_base_images_min_age_s: int = 86400
     #: Seconds between two passes of ``cloudctl agent`` (its --interval default).
     reconcile_interval_s: int = 60
+    #: A running command renews its lease (and the state lock) every third of this; once a
+    #: lease is this many seconds past its last heartbeat, its command is taken for dead and
+    #: any controller's ``reconcile`` settles what it left.
+    command_lease_s: int = 30
+    #: How long a command waits for an instance another command holds (``--wait-lock``);
+    #: 0 refuses at once.
+    wait_lock_s: float = 0.0
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
 
