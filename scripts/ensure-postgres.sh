@@ -36,8 +36,9 @@ psql_admin() { runuser -u postgres -- psql -p "$PG_PORT" -X -q -v ON_ERROR_STOP=
 
 if [[ $(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER'") != 1 ]]; then
     log "creating PostgreSQL role $PG_USER"
-    # CREATEDB: tests may create a throw-away database per run.
-    psql_admin -c "CREATE ROLE \"$PG_USER\" LOGIN CREATEDB PASSWORD '$PG_PASSWORD'"
+    # CREATEDB: tests may create a throw-away database per run. The statement goes on stdin:
+    # with -c the password would be on psql's command line, which every local user can read.
+    psql_admin <<<"CREATE ROLE \"$PG_USER\" LOGIN CREATEDB PASSWORD '$PG_PASSWORD'"
 fi
 if [[ $(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'") != 1 ]]; then
     log "creating PostgreSQL database $PG_DB"

@@ -178,17 +178,30 @@ def test_unusable_paths(
 
 
 def test_image_files_must_exist_relative_to_their_file(ctx: Context, tmp_path: Path) -> None:
-    text = f"{H}kind: Image\nmetadata: {{name: img}}\nspec:\n  file: disk.qcow2\n  kernel: /nonexistent/vmlinuz\n"
+    text = (
+        f"{H}kind: Image\nmetadata: {{name: img}}\nspec:\n  file: disk.qcow2\n  kernel: k/vmlinuz\n"
+    )
     path = write(tmp_path, {"img/i.yaml": text}) / "img" / "i.yaml"
     _, problems = desired.validate_path(ctx, path)
     assert [str(p) for p in problems] == [
         f"{path}:5: spec.file: {tmp_path}/img/disk.qcow2: no such file or not a regular file",
-        f"{path}:6: spec.kernel: /nonexistent/vmlinuz: no such file or not a regular file",
+        f"{path}:6: spec.kernel: {tmp_path}/img/k/vmlinuz: no such file or not a regular file",
     ]
     (tmp_path / "img" / "disk.qcow2").write_bytes(b"")
     _, problems = desired.validate_path(ctx, path)
     assert len(problems) == 1
     assert desired.validate_path(ctx, path, check_files=False)[1] == []
+
+
+def test_image_files_must_lie_inside_the_tree_even_offline(ctx: Context, tmp_path: Path) -> None:
+    text = f"{H}kind: Image\nmetadata: {{name: img}}\nspec:\n  kernel: /nonexistent/vmlinuz\n"
+    path = write(tmp_path, {"img/i.yaml": text}) / "img" / "i.yaml"
+    for check_files in (True, False):
+        _, problems = desired.validate_path(ctx, path, check_files=check_files)
+        assert [str(p) for p in problems] == [
+            f"{path}:5: spec.kernel: /nonexistent/vmlinuz resolves outside {tmp_path}/img, the "
+            "tree given to -f (a file a document names must be inside it)"
+        ]
 
 
 def test_known_names_reads_what_cloudctl_has(ctx: Context) -> None:

@@ -9,6 +9,7 @@ import typer
 
 from cloudctl.commands.common import OutputOpt, ctx_for
 from cloudctl.console import OutputFormat, emit, message
+from cloudctl.domain import validation
 from cloudctl.errors import InvalidInput
 from cloudctl.services import keypairs
 
@@ -24,9 +25,19 @@ def add(
 ) -> None:
     """Register a public key."""
     try:
-        text = public_key.read_text()
+        with public_key.open("rb") as fh:
+            raw = fh.read(validation.MAX_PUBLIC_KEY + 1)  # never a huge file whole
     except OSError as exc:
         raise InvalidInput(reason=f"cannot read {public_key}: {exc.strerror}") from exc
+    if len(raw) > validation.MAX_PUBLIC_KEY:
+        raise InvalidInput(
+            reason=f"{public_key} is larger than {validation.MAX_PUBLIC_KEY} bytes: "
+            "not one public key"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(reason=f"{public_key} is not UTF-8 text: {exc.reason}") from exc
     emit(keypairs.add_keypair(ctx_for(output), name, text), output)
 
 

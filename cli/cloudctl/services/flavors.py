@@ -11,8 +11,11 @@ from sqlalchemy.orm import Session
 
 from cloudctl.db.models import Flavor, FlavorExtraSpec, Instance
 from cloudctl.domain import validation
-from cloudctl.errors import AlreadyExists, InUse, NotFound
+from cloudctl.errors import AlreadyExists, InUse, InvalidInput, NotFound
 from cloudctl.services.context import Context
+
+#: The longest extra spec value (``flavor_extra_specs.value`` is a String(255)).
+EXTRA_SPEC_MAX = 255
 
 
 def get_flavor(session: Session, name: str) -> Flavor:
@@ -42,6 +45,11 @@ def create_flavor(
     validation.non_negative("disk", root_gb)
     validation.non_negative("ephemeral", ephemeral_gb)
     validation.non_negative("swap", swap_mb)
+    for key, value in (extra_specs or {}).items():
+        if len(value) > EXTRA_SPEC_MAX:
+            raise InvalidInput(
+                reason=f"extra spec {key!r} is longer than {EXTRA_SPEC_MAX} characters"
+            )
     with ctx.db.unit_of_work() as session:
         if session.scalars(
             select(Flavor.id).where(Flavor.name == name, Flavor.deleted == 0)

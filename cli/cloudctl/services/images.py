@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import uuid
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ from cloudctl.services.tiny_image import build_tiny_image
 
 DISK_FORMATS = ("qcow2", "raw")
 CHUNK = 1 << 20
+#: The widest mode a stored image file gets (narrower when its source was).
+STORED_MODE = 0o644
 
 
 def get_image(session: Session, name: str) -> Image:
@@ -35,11 +38,19 @@ def get_image(session: Session, name: str) -> Image:
 
 
 def _copy_with_sha256(src: Path, dest: Path) -> str:
+    """Copy ``src`` to a new file ``dest``, never readable by more than ``src`` is; its sha256.
+
+    ``dest`` gets the source's permission bits, at most 0644 (never executable, never writable
+    but by its owner): a 0640 file stays 0640. The mode is read from the open file, not the path.
+    """
     digest = hashlib.sha256()
-    with src.open("rb") as fin, dest.open("wb") as fout:
-        while chunk := fin.read(CHUNK):
-            digest.update(chunk)
-            fout.write(chunk)
+    with src.open("rb") as fin:
+        mode = stat.S_IMODE(os.fstat(fin.fileno()).st_mode) & STORED_MODE
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        with os.fdopen(fd, "wb") as fout:
+            while chunk := fin.read(CHUNK):
+                digest.update(chunk)
+                fout.write(chunk)
     return digest.hexdigest()
 
 
@@ -197,7 +208,7 @@ def _link_or_copy(src: Path, dest: Path) -> None:
     try:
         os.link(src, dest)  # images never change once stored: sharing the inode is safe
     except OSError:
-        shutil.copyfile(src, dest)
+        _copy_with_sha256(src, dest)
 
 
 def register_disk_image(
@@ -310,3 +321,28 @@ def image_view(image: Image) -> dict[str, Any]:
         "min_disk": image.min_disk_gb,
         "properties": image.props(),
     }
+
+
+def require_image_files(image: Image) -> None:
+    """Raise ConfigError when this controller lacks a file of ``image`` (disk, kernel, initrd).
+
+    The files live in the image store of the controller that registered the image
+    (``$CLOUDCTL_HOME/images/<uuid>/``) and are copied from there to a host's ``_base``; another
+    controller sharing the database needs them at the same paths.
+    """
+    from cloudctl.errors import ConfigError
+
+    for what, path in (
+        ("disk", image.path),
+        ("kernel", image.kernel_path),
+        ("initrd", image.initrd_path),
+    ):
+        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            raise ConfigError(
+                reason=f"image {image.name!r} needs its {what} file {path}, which is missing on "
+                "this controller: every controller sharing the database reads the same image "
+                "row, so copy the image store to that path here (or run the command from the "
+                "controller that registered the image)",
+                image=image.name,
+                path=path,
+            )

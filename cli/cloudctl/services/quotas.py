@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloudctl.db.models import Instance, Quota
+from cloudctl.domain import validation
 from cloudctl.domain.settings import Settings
 from cloudctl.errors import InvalidInput, QuotaExceeded
 from cloudctl.services.context import Context
@@ -83,6 +84,7 @@ def set_limits(
             raise InvalidInput(reason=f"unknown quota resource {res!r}")
         if value < -1:
             raise InvalidInput(reason=f"quota {res} must be -1 (unlimited) or >= 0")
+        validation.in_range(f"quota {res}", value, -1)
     with ctx.db.unit_of_work() as session:
         for res, value in values.items():
             row = session.scalars(

@@ -22,6 +22,10 @@ from cloudctl.state import model
 
 #: Most replicas one Server document may declare.
 MAX_REPLICAS = 100_000
+#: The range of an SQL ``Integer`` column: every integer field is stored in one, so every
+#: integer field is bounded by it (a narrower ``minimum``/``maximum`` stays).
+INT_MIN = -(2**31)
+INT_MAX = validation.MAX_INT
 
 
 class T(StrEnum):
@@ -58,10 +62,19 @@ class Field:
     maximum: int | None = None
     #: A regex a string (or each string of a list) must match; also in the JSON Schema.
     pattern: str | None = None
+    #: The most characters a string (or each value of a string map) may have: its SQL column's.
+    max_length: int | None = None
     #: Further checks of a well-typed value (applied to each item of a list).
     check: Check | None = None
     #: The nested object's shape (``T.OBJECT``).
     shape: Shape | None = None
+
+    def __post_init__(self) -> None:
+        if self.type is T.INT:
+            low = INT_MIN if self.minimum is None else max(self.minimum, INT_MIN)
+            high = INT_MAX if self.maximum is None else min(self.maximum, INT_MAX)
+            object.__setattr__(self, "minimum", low)
+            object.__setattr__(self, "maximum", high)
 
 
 @dataclass(frozen=True)
@@ -215,6 +228,7 @@ FLAVOR = Shape(
             T.STR_MAP,
             "Extra specs (hw:..., capabilities:..., aggregate keys).",
             default={},
+            max_length=255,
         ),
         Field("description", T.STR, "Free text."),
     ),
@@ -312,7 +326,9 @@ HOST = Shape(
         Field("availability_zone", T.STR, "The host's availability zone.", pattern=AZ),
         Field("labels", T.STR_MAP, "The host's labels (replaces them all)."),
         Field("enabled", T.BOOL, "Whether the scheduler may place servers on it."),
-        Field("disabled_reason", T.STR, "Why it is disabled (with enabled: false)."),
+        Field(
+            "disabled_reason", T.STR, "Why it is disabled (with enabled: false).", max_length=255
+        ),
     ),
     rules=(OnlyWhen("disabled_reason", "enabled", (False,)),),
     description="Attributes of a host registered by host add or lab up; absent = leave as is.",

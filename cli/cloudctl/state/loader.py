@@ -4,6 +4,11 @@ The text is composed into YAML nodes (``yaml.compose_all``: every node carries i
 ``start_mark``) and the plain values are built from the nodes here, field by field from the
 table in :mod:`cloudctl.state.fields`, so each value and each problem has its line. Nothing
 here reads files: callers pass ``(name, text)`` pairs.
+
+Hostile text ends as a problem with its line, never as an exception: collections nested more
+than :data:`MAX_DEPTH` deep (checked while composing, before anything recurses that deep),
+merge keys (``<<``) that would expand past :data:`MAX_MERGED` entries or refer to
+themselves, numbers outside their SQL column, scalars PyYAML cannot construct.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
 from cloudctl.domain import validation
 from cloudctl.errors import InvalidInput
@@ -37,11 +42,58 @@ from cloudctl.state.model import (
 
 _STR = "tag:yaml.org,2002:str"
 _NULL = "tag:yaml.org,2002:null"
+_INT = "tag:yaml.org,2002:int"
 _MERGE = "tag:yaml.org,2002:merge"
-#: libyaml when available (fast); the pure-Python parser re-reads a file that has a syntax
-#: error, so the messages do not depend on which one is installed.
-_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: The deepest nesting of mappings and lists a document may have (the kinds need four).
+MAX_DEPTH = 64
+#: The most entries merge keys (``<<``) may give one mapping, all merges followed: aliases
+#: would otherwise let a few lines expand to billions of entries.
+MAX_MERGED = 10_000
 _MISSING = object()
+
+
+class _TooDeep(yaml.YAMLError):
+    """A collection nested more than :data:`MAX_DEPTH` deep, at ``line`` (1-based)."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(f"nested more than {MAX_DEPTH} levels deep")
+        self.line = line
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's pure-Python loader, which stops at :data:`MAX_DEPTH` nested collections.
+
+    Its composer recurses once per level: unchecked, a deep document ends in RecursionError.
+    """
+
+    _depth = 0
+
+    # (typeshed's stubs type the anchor as the anchors' dict)
+    def compose_sequence_node(self, anchor: dict[Any, Node]) -> SequenceNode:
+        self._enter()
+        try:
+            return super().compose_sequence_node(anchor)
+        finally:
+            self._depth -= 1
+
+    def compose_mapping_node(self, anchor: dict[Any, Node]) -> MappingNode:
+        self._enter()
+        try:
+            return super().compose_mapping_node(anchor)
+        finally:
+            self._depth -= 1
+
+    def _enter(self) -> None:
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _TooDeep(self.peek_event().start_mark.line + 1)  # type: ignore[no-untyped-call]
+
+
+#: libyaml when available (fast: its composer stops by itself at 1000 levels, and the depth
+#: of what it composed is checked without recursion); the pure-Python parser re-reads a file
+#: that has a syntax error, so the messages do not depend on which one is installed.
+_SAFE_LOADER: type[yaml.SafeLoader] = _BoundedLoader
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", _SAFE_LOADER)
 
 
 def parse(text: str, filename: str) -> list[Document[Any]]:
@@ -76,9 +128,11 @@ def _parse(
             problems.extend(builder.problems)
             if doc is not None:
                 documents.append(doc)
+    except _TooDeep as exc:
+        problems.append(Problem(Location(filename, exc.line), "", str(exc)))
     except yaml.YAMLError as exc:
-        if loader is not yaml.SafeLoader:
-            return _parse(text, filename, yaml.SafeLoader)
+        if loader is not _SAFE_LOADER:
+            return _parse(text, filename, _SAFE_LOADER)
         problems.append(_yaml_problem(exc, filename, text))
     return documents, problems
 
@@ -120,10 +174,79 @@ def no_cyclic_gc() -> Iterator[None]:
 
 
 def _compose(text: str, loader: type[yaml.SafeLoader]) -> Iterator[Node]:
-    """The non-empty document nodes of ``text``."""
+    """The non-empty document nodes of ``text``; :class:`_TooDeep` for one nested too deep."""
     for node in yaml.compose_all(text, Loader=loader):
         if node is not None and not _is_null(node):
+            line = _too_deep(node)
+            if line is not None:
+                raise _TooDeep(line)
             yield node
+
+
+def _too_deep(root: Node) -> int | None:
+    """The line of the first collection nested deeper than :data:`MAX_DEPTH` (no recursion).
+
+    Aliases are followed, as anything that reads the document follows them; each node is
+    entered once, where the walk first reaches it.
+    """
+    stack: list[tuple[Node, int]] = [(root, 1)]
+    seen: set[int] = set()
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return int(node.start_mark.line) + 1
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                stack += [(n, depth + 1) for n in (key, value) if isinstance(n, CollectionNode)]
+        elif isinstance(node, SequenceNode):
+            stack += [(n, depth + 1) for n in node.value if isinstance(n, CollectionNode)]
+    return None
+
+
+def _merge_sources(node: MappingNode) -> list[MappingNode]:
+    """The mappings ``node``'s merge keys name (others are PyYAML's error to report)."""
+    out: list[MappingNode] = []
+    for key, value in node.value:
+        if key.tag == _MERGE:
+            if isinstance(value, MappingNode):
+                out.append(value)
+            elif isinstance(value, SequenceNode):
+                out += [v for v in value.value if isinstance(v, MappingNode)]
+    return out
+
+
+def _merge_problem(root: MappingNode) -> str | None:
+    """Why flattening ``root``'s merge keys must not be tried, if it must not (no recursion).
+
+    PyYAML's ``flatten_mapping`` recurses once per merge level and copies every merged entry:
+    a merge of itself never ends, and aliases merged twice per level double at each level.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[MappingNode, bool, int]] = [(root, False, 1)]
+    while stack:
+        node, done, depth = stack.pop()
+        if done:
+            on_path.discard(id(node))
+            own = sum(1 for key, _ in node.value if key.tag != _MERGE)
+            size = own + sum(sizes[id(src)] for src in _merge_sources(node))
+            if size > MAX_MERGED:
+                return f"merge keys (<<) give more than {MAX_MERGED} entries"
+            sizes[id(node)] = size
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in on_path:
+            return "merge keys (<<) merge a mapping into itself"
+        if depth > MAX_DEPTH:
+            return f"merge keys (<<) nested more than {MAX_DEPTH} levels deep"
+        on_path.add(id(node))
+        stack.append((node, True, depth))
+        stack += [(src, False, depth + 1) for src in _merge_sources(node) if id(src) not in sizes]
+    return None
 
 
 def _yaml_problem(error: yaml.YAMLError, filename: str, text: str) -> Problem:
@@ -171,6 +294,11 @@ def _show(value: Any) -> str:
     if isinstance(value, bytes):
         return "binary data"
     return str(value)
+
+
+def _number(value: int) -> str:
+    text = str(value)
+    return text if len(text) <= 30 else f"{text[:12]}... ({len(text)} digits)"
 
 
 def _choices(values: Sequence[Any]) -> str:
@@ -256,7 +384,8 @@ class _Builder:
             return node.value
         try:
             return self._constructor.construct_object(node, deep=True)
-        except ConstructorError:
+        except (ConstructorError, ValueError, OverflowError):
+            # ValueError: a date like 2026-13-45, an integer of more than 4300 digits
             return _MISSING
 
     def got(self, node: Node) -> str:
@@ -275,6 +404,10 @@ class _Builder:
         merged = self._merged.get(id(node), 0)
         if any(k.tag == _MERGE for k, _ in node.value):
             own_count = sum(1 for k, _ in node.value if k.tag != _MERGE)
+            problem = _merge_problem(node)
+            if problem is not None:
+                self.fail(node, path, problem)
+                return {}
             try:
                 self._constructor.flatten_mapping(node)
             except ConstructorError as exc:
@@ -311,12 +444,20 @@ class _Builder:
         if kind is F.T.OBJECT and field.shape is not None:
             return self.shape(field.shape, node, path)
         if kind is F.T.STR_MAP:
-            return self.str_map(node, path)
+            return self.str_map(node, path, field.max_length)
         if kind is F.T.STR_LIST:
             return self.str_list(field, node, path)
         if kind is F.T.HINTS:
             return self.hints(node, path)
         value = self.scalar(node)
+        if kind is F.T.INT and value is _MISSING and node.tag == _INT:
+            # an integer PyYAML cannot build: more digits than Python converts
+            too_big = (
+                f"must be between {field.minimum} and {field.maximum}, "
+                f"got {_quote(str(node.value))}"
+            )
+            self.fail(self.at(path, node), path, too_big)
+            return False, None
         good = (
             isinstance(value, int) and not isinstance(value, bool)
             if kind is F.T.INT
@@ -339,20 +480,22 @@ class _Builder:
     def check(self, field: F.Field, value: Any) -> str | None:
         """Range, choices, pattern and the field's own check of a well-typed value."""
         if field.minimum is not None and value < field.minimum:
-            return f"must be >= {field.minimum}, got {value}"
+            return f"must be >= {field.minimum}, got {_number(value)}"
         if field.maximum is not None and value > field.maximum:
-            return f"must be <= {field.maximum}, got {value}"
+            return f"must be <= {field.maximum}, got {_number(value)}"
         if field.choices and value not in field.choices:
             message = f"must be one of {_choices(field.choices)}, got {_show(value)}"
             close = _suggest(value, field.choices) if isinstance(value, str) else None
             return message + (f' (did you mean "{close}"?)' if close else "")
-        if field.pattern is not None and not re.match(field.pattern, value):
+        if field.max_length is not None and len(value) > field.max_length:
+            return f"must be at most {field.max_length} characters, got {len(value)}"
+        if field.pattern is not None and not re.fullmatch(field.pattern, value):
             return f"{_show(value)} must match {field.pattern}"
         if field.check is not None:
             return field.check(value)
         return None
 
-    def str_map(self, node: Node, path: str) -> tuple[bool, Any]:
+    def str_map(self, node: Node, path: str, max_length: int | None = None) -> tuple[bool, Any]:
         if not isinstance(node, MappingNode):
             self.fail(self.at(path, node), path, f"expected a mapping, got {self.got(node)}")
             return False, None
@@ -368,6 +511,12 @@ class _Builder:
                 validation.properties([f"{key}={value}"])
             except InvalidInput as exc:
                 self.fail(key_node, sub, str(exc.kwargs.get("reason", exc.message)))
+                ok = False
+                continue
+            if max_length is not None and len(value) > max_length:
+                self.fail(
+                    key_node, sub, f"must be at most {max_length} characters, got {len(value)}"
+                )
                 ok = False
                 continue
             out[key] = value

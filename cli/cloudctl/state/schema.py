@@ -74,12 +74,12 @@ def _needs_spec(shape: F.Shape) -> bool:
     )
 
 
-def _str_map(description: str) -> dict[str, Any]:
+def _str_map(description: str, max_length: int | None = None) -> dict[str, Any]:
     return {
         "type": "object",
         "description": description,
         "propertyNames": {"pattern": PROPERTY_KEY_RE.pattern},
-        "additionalProperties": {"type": "string", "maxLength": 1024},
+        "additionalProperties": {"type": "string", "maxLength": max_length or 1024},
     }
 
 
@@ -98,7 +98,7 @@ def _field(field: F.Field) -> dict[str, Any]:
     if field.type is F.T.OBJECT and field.shape is not None:
         schema = _shape(field.shape, field.description)
     elif field.type is F.T.STR_MAP:
-        schema = _str_map(field.description)
+        schema = _str_map(field.description, field.max_length)
     elif field.type is F.T.STR_LIST:
         item: dict[str, Any] = {"type": "string"}
         if field.pattern:
@@ -120,6 +120,8 @@ def _field(field: F.Field) -> dict[str, Any]:
             schema["enum"] = list(field.choices)
         if field.pattern:
             schema["pattern"] = field.pattern
+        if field.max_length is not None:
+            schema["maxLength"] = field.max_length
         if field.minimum is not None:
             schema["minimum"] = field.minimum
         if field.maximum is not None:
