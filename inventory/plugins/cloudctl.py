@@ -23,7 +23,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from cloudctl.db.models import FixedIP, Host, Instance
-from cloudctl.db.session import Database
+from cloudctl.db.session import Database, display_url
+from cloudctl.domain.secrets import mask_passwords
 from cloudctl.domain.states import PowerState, VmState
 from cloudctl.errors import CloudctlError
 from cloudctl.executor.inventory import host_vars
@@ -91,7 +92,7 @@ def build(session: Session, now: datetime, down_after_s: int) -> dict[str, Any]:
     groups: dict[str, list[str]] = {HOSTS_GROUP: [], GUESTS_GROUP: []}
     compute = list(session.scalars(select(Host).where(Host.deleted == 0).order_by(Host.name)))
     for host in compute:
-        hv = host_vars(host_target(host))
+        hv = host_vars(host_target(host, check_files=False))
         hv.update(
             cloudctl_uuid=host.uuid,
             cloudctl_availability_zone=host.availability_zone,
@@ -184,30 +185,41 @@ def _sqlite_has_table(path: str, table: str) -> bool:
 
 
 def open_state(db_url: str) -> Database:
-    """cloudctl's database at ``db_url``, checked to exist at the schema this cloudctl expects."""
-    parsed = make_url(db_url)
+    """cloudctl's database at ``db_url``, checked to exist at the schema this cloudctl expects.
+
+    Errors name the database by its URL without the password.
+    """
+    shown = display_url(db_url)
+    try:
+        parsed = make_url(db_url)
+    except Exception as exc:
+        raise AnsibleParserError(f"cloudctl: {shown} is not a database URL") from exc
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database
         if not path or path == ":memory:" or not Path(path).is_file():
             raise AnsibleParserError(
-                f"cloudctl: no state database at {db_url} (register a host with cloudctl first)"
+                f"cloudctl: no state database at {shown} (register a host with cloudctl first)"
             )
         # cloudctl's engine switches a file to WAL on connect: look before it touches a stranger.
         if not _sqlite_has_table(path, "alembic_version"):
-            raise AnsibleParserError(f"cloudctl: {db_url} has no cloudctl schema")
-    db = Database(db_url)
+            raise AnsibleParserError(f"cloudctl: {shown} has no cloudctl schema")
+    try:
+        db = Database(db_url)
+    except CloudctlError as exc:
+        raise AnsibleParserError(f"cloudctl: {exc}") from exc
     try:
         current, head = db.current_revision(), db.head_revision()
     except Exception as exc:
         db.dispose()
-        raise AnsibleParserError(f"cloudctl: cannot read {db_url}: {exc}") from exc
+        reason = mask_passwords(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise AnsibleParserError(f"cloudctl: cannot read {shown}: {reason}") from exc
     if current is None:
         db.dispose()
-        raise AnsibleParserError(f"cloudctl: {db_url} has no cloudctl schema")
+        raise AnsibleParserError(f"cloudctl: {shown} has no cloudctl schema")
     if current != head:
         db.dispose()
         raise AnsibleParserError(
-            f"cloudctl: {db_url} is at schema revision {current}, this cloudctl expects {head}"
+            f"cloudctl: {shown} is at schema revision {current}, this cloudctl expects {head}"
             " (any cloudctl command upgrades it)"
         )
     return db

@@ -53,16 +53,19 @@ def host_row(ctx: Context, name: str) -> Host:
 
 
 def test_prepare_runs_the_role_with_the_hosts_own_variables(
-    ctx: Context, fake: FakeExecutor
+    ctx: Context, fake: FakeExecutor, tmp_path: Path
 ) -> None:
     fake.playbooks_dir = PLAYBOOKS_DIR  # the playbook must exist
+    python = tmp_path / "opt" / "venv" / "bin" / "python"  # a local host's must exist here
+    python.parent.mkdir(parents=True)
+    python.symlink_to(sys.executable)
     add_host(
         ctx,
         "h1",
         instances_path="/srv/guests",
         bridge="br-guests",
         libvirt_uri="qemu+unix:///system?socket=/srv/h1/libvirt-sock",
-        python_interpreter="/opt/venv/bin/python",
+        python_interpreter=str(python),
         last_heartbeat=None,
     )
     fake.on("prepare_host.yml", role_answer(frozenset({"Set the managed lines of qemu.conf"})))
@@ -72,7 +75,7 @@ def test_prepare_runs_the_role_with_the_hosts_own_variables(
     req = fake.requests[0]
     assert (req.playbook, req.check, req.diff) == ("prepare_host.yml", False, False)
     [target] = req.hosts
-    assert target.python_interpreter == "/opt/venv/bin/python"
+    assert target.python_interpreter == str(python)
     assert {k: v for k, v in target.hostvars.items() if k.startswith("libvirt_host_")} == {
         "libvirt_host_instances_path": "/srv/guests",
         "libvirt_host_bridge": "br-guests",

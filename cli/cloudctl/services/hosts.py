@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import sys
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -10,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -21,6 +24,7 @@ from cloudctl.domain.paths import DEFAULT_BRIDGE, DEFAULT_INSTANCES_PATH
 from cloudctl.errors import (
     AlreadyExists,
     CloudctlError,
+    ConfigError,
     ExecutorError,
     InUse,
     InvalidInput,
@@ -30,17 +34,25 @@ from cloudctl.executor.base import HostTarget, RunRequest, RunResult
 from cloudctl.services.context import Context
 from cloudctl.services.lab_machine import LAB_LABEL, Lab
 
-LIBVIRT_URI_RE = re.compile(r"^(qemu|test)(\+(ssh|unix|tcp|tls|libssh2?))?://[^\s'\"<>\\]*$")
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
-SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]*$")
 VIRT_TYPES = ("kvm", "qemu")
 CPU_MODES = ("none", "host-model", "host-passthrough", "custom")
 #: The playbook that applies roles/libvirt_host (``cloudctl host prepare``, ``make setup``).
 PREPARE_PLAYBOOK = "prepare_host.yml"
 #: Debian's own Python: a host whose modules run with it needs python3-libvirt from apt.
 SYSTEM_PYTHON = "/usr/bin/python3"
+#: The longest disable reason kept (the column's length).
+MAX_REASON = 255
 #: Names of a refused removal's blockers listed in its message, at most.
 _BLOCKERS_SHOWN = 3
+#: ssh options (lower case) that name files ssh reads on the controller, and what each file is.
+_SSH_FILE_OPTIONS = {
+    "identityfile": "ssh key",
+    "userknownhostsfile": "known_hosts file",
+    "globalknownhostsfile": "known_hosts file",
+}
+#: libvirt URI parameters that name files the libvirt client reads, and what each file is.
+_URI_FILE_PARAMS = {"keyfile": "libvirt ssh key", "known_hosts": "libvirt known_hosts file"}
 
 
 @dataclass(frozen=True)
@@ -68,13 +80,12 @@ def validate_spec(spec: HostSpec) -> None:
     """Reject anything that would reach Ansible or libvirt malformed."""
     validation.object_name("host", spec.name)
     validation.availability_zone(spec.availability_zone)
-    if not LIBVIRT_URI_RE.match(spec.libvirt_uri):
-        raise InvalidInput(reason=f"libvirt URI {spec.libvirt_uri!r} is not a qemu:// URI")
+    validation.libvirt_uri(spec.libvirt_uri)
     if spec.connection not in ("local", "ssh"):
         raise InvalidInput(reason=f"connection must be local or ssh, not {spec.connection!r}")
     if spec.connection == "ssh" and not spec.address:
         raise InvalidInput(reason="an ssh host needs --address")
-    if spec.address is not None and not ADDRESS_RE.match(spec.address):
+    if spec.address is not None and not ADDRESS_RE.fullmatch(spec.address):
         raise InvalidInput(reason=f"address {spec.address!r} is not a host name or IP address")
     if spec.virt_type not in VIRT_TYPES:
         raise InvalidInput(reason=f"virt type must be one of {', '.join(VIRT_TYPES)}")
@@ -85,11 +96,11 @@ def validate_spec(spec: HostSpec) -> None:
         ("python interpreter", spec.python_interpreter),
         ("ssh key", spec.ssh_private_key),
     ):
-        if value is not None and not SAFE_PATH_RE.match(value):
-            raise InvalidInput(reason=f"{label} {value!r} must be an absolute plain path")
-    if not validation.BRIDGE_RE.match(spec.bridge):
+        if value is not None:
+            validation.host_path(label, value)
+    if not validation.BRIDGE_RE.fullmatch(spec.bridge):
         raise InvalidInput(reason=f"bridge {spec.bridge!r} is not a valid interface name")
-    if spec.ssh_user is not None and not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", spec.ssh_user):
+    if spec.ssh_user is not None and not re.fullmatch(r"^[a-z_][a-z0-9_-]{0,31}$", spec.ssh_user):
         raise InvalidInput(reason=f"ssh user {spec.ssh_user!r} is not a valid user name")
     if spec.ssh_port is not None and not 0 < spec.ssh_port < 65536:
         raise InvalidInput(reason=f"ssh port {spec.ssh_port} out of range")
@@ -108,8 +119,105 @@ def list_hosts(session: Session) -> list[Host]:
     return list(session.scalars(select(Host).where(Host.deleted == 0).order_by(Host.name)))
 
 
-def host_target(host: Host) -> HostTarget:
-    """How the executor reaches ``host``."""
+@dataclass(frozen=True)
+class ControllerFile:
+    """A file on the controller that reaching a host needs; any one of ``paths`` will do."""
+
+    what: str
+    paths: tuple[str, ...]
+    executable: bool = False
+
+    def present(self) -> bool:
+        """Whether one of the paths is there, readable (and executable if it must be)."""
+        mode = os.X_OK if self.executable else os.R_OK
+        return any(os.access(p, mode) and not os.path.isdir(p) for p in self.paths)
+
+
+def _ssh_arg_files(args: str) -> list[ControllerFile]:
+    """The files ``ansible_ssh_common_args`` make ssh read: ``-i``, ``-o IdentityFile=`` and
+    the known_hosts options (a list of files, of which ssh needs one)."""
+    try:
+        words = shlex.split(args)
+    except ValueError:
+        return []  # ssh would refuse the arguments themselves, with its own message
+    out = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in ("-o", "-i") and i + 1 < len(words):
+            flag, value, i = word, words[i + 1], i + 2
+        elif word[:2] in ("-o", "-i") and len(word) > 2:
+            flag, value, i = word[:2], word[2:], i + 1
+        else:
+            i += 1
+            continue
+        if flag == "-i":
+            what, files = "ssh key", [value]
+        else:
+            key, sep, rest = value.partition("=")
+            if not sep:
+                key, _, rest = value.strip().partition(" ")
+            what, files = _SSH_FILE_OPTIONS.get(key.strip().lower(), ""), rest.split()
+        # ssh expands ~ and %-tokens and reads relative names from its cwd: only plain absolute
+        # paths can be checked here.
+        paths = tuple(os.path.expanduser(f) for f in files if f.lower() != "none" and "%" not in f)
+        paths = tuple(p for p in paths if os.path.isabs(p))
+        if what and paths:
+            out.append(ControllerFile(what, paths))
+    return out
+
+
+def controller_files(host: Host) -> list[ControllerFile]:
+    """The files on this controller that reaching ``host`` reads.
+
+    Ansible and ssh run on the controller, so the ssh key and the known_hosts files a host row
+    names must exist on every controller that uses the row; for a ``local`` host the Python
+    interpreter (and files the libvirt URI names) too. A remote host's interpreter lives on
+    that host and is not checked here.
+    """
+    out = []
+    if host.connection == "ssh":
+        if host.ssh_private_key:
+            out.append(ControllerFile("ssh key", (host.ssh_private_key,)))
+        out += _ssh_arg_files(host.ssh_common_args or "")
+    else:
+        if host.python_interpreter:
+            out.append(
+                ControllerFile("python interpreter", (host.python_interpreter,), executable=True)
+            )
+        for key, value in parse_qsl(urlsplit(host.libvirt_uri).query):
+            if key in _URI_FILE_PARAMS and os.path.isabs(value):
+                out.append(ControllerFile(_URI_FILE_PARAMS[key], (value,)))
+    return out
+
+
+def missing_controller_file(host: Host) -> ConfigError | None:
+    """The error for the first file of :func:`controller_files` this controller lacks, if any."""
+    for f in controller_files(host):
+        if not f.present():
+            there = os.path.exists(f.paths[0])
+            state = "is not executable" if f.executable and there else "is missing"
+            return ConfigError(
+                reason=f"host {host.name!r} needs the {f.what} {' or '.join(f.paths)}, which "
+                f"{state} on this controller: every controller sharing the database reads the "
+                "same host row, so put the file at that path here (or run the command from the "
+                "controller that registered the host)",
+                host=host.name,
+                path=f.paths[0],
+            )
+    return None
+
+
+def host_target(host: Host, *, check_files: bool = True) -> HostTarget:
+    """How the executor reaches ``host``.
+
+    Raises ConfigError, before any Ansible run, when the row names a file (ssh key, known_hosts
+    file, local interpreter) that this controller does not have; ``check_files=False`` skips
+    that check for callers that only list hosts (the Ansible inventory).
+    """
+    missing = missing_controller_file(host) if check_files else None
+    if missing is not None:
+        raise missing
     interpreter = host.python_interpreter or (
         sys.executable if host.connection == "local" else "/usr/bin/python3"
     )
@@ -274,7 +382,13 @@ def refresh_stale(ctx: Context, *, exclude: Collection[str] = ()) -> list[str]:
             .order_by(HostEvent.id)
         ):
             latest[host_name] = event
-        targets = tuple(host_target(h) for h in stale if latest.get(h.name) != "down")
+        asked = [h for h in stale if latest.get(h.name) != "down"]
+        # A host this controller cannot reach (a file of its row is missing here) stays as it
+        # is: one such host must not stop every command that schedules.
+        unreachable = {h.name: e for h in asked if (e := missing_controller_file(h)) is not None}
+        for error in unreachable.values():
+            ctx.progress.info(f"not asking: {error.message}")
+        targets = tuple(host_target(h) for h in asked if h.name not in unreachable)
     if not targets:
         return []
     ctx.progress.info(
@@ -295,6 +409,8 @@ def set_enabled(
     ctx: Context, name: str, enabled: bool, reason: str | None = None
 ) -> dict[str, Any]:
     """Enable or disable a host for scheduling (existing guests keep running)."""
+    if reason is not None and len(reason) > MAX_REASON:
+        raise InvalidInput(reason=f"a disable reason is at most {MAX_REASON} characters")
     with ctx.db.unit_of_work() as session:
         host = get_host(session, name)
         host.enabled = enabled
@@ -308,7 +424,8 @@ def prepare_vars(host: Host, lab_dir: Path | None = None) -> dict[str, Any]:
 
     A lab host (label ``lab=true``) also gets what the lab runs it with (its daemons' pid files
     and arguments, its qemu.conf keys), read from the lab under ``lab_dir``, so the role manages
-    that host's own daemons and configuration, not the machine's.
+    that host's own daemons and configuration, not the machine's. A host of another home's lab
+    (another ``lab_id``) is refused with ConfigError: only its own home knows how it runs.
     """
     interpreter = host_target(host).python_interpreter
     role_vars: dict[str, Any] = {
@@ -317,8 +434,16 @@ def prepare_vars(host: Host, lab_dir: Path | None = None) -> dict[str, Any]:
         "libvirt_host_uri": host.libvirt_uri,
         "libvirt_host_install_python_libvirt": interpreter == SYSTEM_PYTHON,
     }
-    if (host.labels or {}).get(LAB_LABEL) == "true" and lab_dir is not None:
-        role_vars.update(Lab(lab_dir).role_vars(host.name))
+    is_lab = host.lab_id is not None or (host.labels or {}).get(LAB_LABEL) == "true"
+    if is_lab and lab_dir is not None:
+        lab = Lab(lab_dir)
+        if host.lab_id is not None and host.lab_id != lab.names.lab_id:
+            raise ConfigError(
+                reason=f"host {host.name!r} belongs to lab {host.lab_id} of another cloudctl "
+                f"home (this home's lab is {lab.names.lab_id}): prepare it from that home",
+                host=host.name,
+            )
+        role_vars.update(lab.role_vars(host.name))
     return role_vars
 
 
@@ -488,6 +613,7 @@ def host_view(session: Session, host: Host, now: datetime, down_after_s: int) ->
         "disk_allocation_ratio": host.disk_allocation_ratio,
         "reserved_host_memory_mb": host.reserved_host_memory_mb,
         "labels": host.labels,
+        "lab_id": host.lab_id,
         "instances_path": host.instances_path,
         "last_heartbeat": host.last_heartbeat.isoformat() if host.last_heartbeat else None,
     }
