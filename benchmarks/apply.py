@@ -50,7 +50,7 @@ from typing import Any
 from cloudctl.db.session import Database
 from cloudctl.executor.ansible import AnsibleExecutor
 from cloudctl.executor.base import EventHandler, RunRequest, RunResult
-from cloudctl.services import actions
+from cloudctl.services import actions, leases
 from cloudctl.services.compute.boot import BootRequest, build_instances, create_and_claim
 from cloudctl.services.context import Context
 from cloudctl.services.settings import load_settings
@@ -265,10 +265,12 @@ def measure_reference(home: Home, n: int) -> dict[str, Any]:
     start = time.perf_counter()
     for i in range(1, n + 1):
         request_id = actions.new_request_id()
-        uuids = create_and_claim(
-            ctx, BootRequest(name=f"ref-{i}", flavor=FLAVOR, image=IMAGE), request_id
-        )
-        build_instances(ctx, uuids, request_id)
+        # one command per guest, each under its own lease, as a boot per guest would be
+        with leases.command_lease(ctx, f"boot ref-{i}", request_id=request_id):
+            uuids = create_and_claim(
+                ctx, BootRequest(name=f"ref-{i}", flavor=FLAVOR, image=IMAGE), request_id
+            )
+            build_instances(ctx, uuids, request_id)
     wall = time.perf_counter() - start
     hosts = _check_active(home, "ref-", n)
     totals = [p["total"] for p in executor.plays if "total" in p]

@@ -87,6 +87,25 @@ class InvalidState(CloudctlError):
     exit_code = 1
 
 
+class InstanceBusy(InvalidState):
+    """Another command holds the instance's task (its task_state is that command's lock)."""
+
+    msg_fmt = (
+        "cannot {action} instance {name!r}: task_state {task_state} is held by another command"
+    )
+    exit_code = 1
+
+
+class LeaseLost(CloudctlError):
+    """This command's lease was taken over (it was taken for dead): it must write no more."""
+
+    msg_fmt = (
+        "{command}: lost its lease on instance {name!r} (another controller took it over after "
+        "missed heartbeats and settles the instance)"
+    )
+    exit_code = 1
+
+
 class NoValidHost(CloudctlError):
     """The scheduler found no host for the request."""
 
@@ -129,6 +148,18 @@ class ConfigError(CloudctlError):
 
     msg_fmt = "configuration error: {reason}"
     exit_code = 2
+
+
+class StateUnavailable(CloudctlError):
+    """The state database cannot be used: unreachable, refused us, or not a cloudctl state.
+
+    Exit 1, as for any operation that failed: the command asked for was well formed, and it
+    works again once the database answers or the file is restored. ``url`` never shows a
+    password.
+    """
+
+    msg_fmt = "state database {url}: {reason}"
+    exit_code = 1
 
 
 class LockHeld(CloudctlError):

@@ -36,6 +36,7 @@ from cloudctl.commands import (
 )
 from cloudctl.commands.common import STATE
 from cloudctl.console import error
+from cloudctl.domain.secrets import mask_passwords
 from cloudctl.errors import CloudctlError
 
 app = typer.Typer(
@@ -61,12 +62,23 @@ def main(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks, progress.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    wait_lock: Annotated[
+        float | None,
+        typer.Option(
+            "--wait-lock",
+            metavar="SECONDS",
+            min=0,
+            envvar="CLOUDCTL_WAIT_LOCK",
+            help="Wait up to SECONDS for an instance another command holds, instead of "
+            "refusing at once (default: the wait_lock_s setting, 0).",
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
 ) -> None:
     """cloudctl: Nova's scheduler, ledger and action history, with Ansible as the hands."""
-    STATE.reset(db_url=db_url, verbose=verbose, quiet=quiet)
+    STATE.reset(db_url=db_url, verbose=verbose, quiet=quiet, wait_lock=wait_lock)
 
 
 app.command("boot")(server.boot)
@@ -121,27 +133,63 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the console script calls ``sys.exit`` on it).
 
     Typer's standalone mode handles usage errors (exit 2), ``--help`` and Ctrl-C; everything
-    cloudctl raises on purpose is a :class:`CloudctlError` with its own exit code.
+    cloudctl raises on purpose is a :class:`CloudctlError` with its own exit code. A password
+    in a URL (a driver's message may quote the database URL) is shown as ``***``.
     """
     try:
-        app(args=argv, prog_name="cloudctl")
+        app(args=lift_global_options(sys.argv[1:] if argv is None else argv), prog_name="cloudctl")
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except CloudctlError as exc:
-        if STATE.verbose:
-            traceback.print_exc()
-        error(exc.message.splitlines()[0] if exc.message else type(exc).__name__)
+        _traceback()
+        error(_one_line(exc.message or type(exc).__name__))
         return exc.exit_code
     except KeyboardInterrupt:
         error("interrupted")
         return 130
     except Exception as exc:  # the last resort: one line, traceback only with -v
-        if STATE.verbose:
-            traceback.print_exc()
-        error(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        _traceback()
+        error(_one_line(f"{type(exc).__name__}: {exc}"))
         return 1
     return 0
+
+
+#: Global options also accepted after the command (``cloudctl stop web --wait-lock 30``).
+_LIFTED = ("--wait-lock",)
+
+
+def lift_global_options(argv: list[str]) -> list[str]:
+    """Move the global options of :data:`_LIFTED` written after the command to the front.
+
+    Only before a ``--`` (what follows it is an argument, whatever it looks like).
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < end:
+        arg = argv[i]
+        if arg in _LIFTED and i + 1 < end:
+            front += argv[i : i + 2]
+            i += 2
+            continue
+        if any(arg.startswith(f"{opt}=") for opt in _LIFTED):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest + argv[end:]
+
+
+def _one_line(text: str) -> str:
+    lines = text.splitlines()
+    return mask_passwords(lines[0] if lines else text)
+
+
+def _traceback() -> None:
+    if STATE.verbose:
+        sys.stderr.write(mask_passwords(traceback.format_exc()))
 
 
 def entry() -> None:

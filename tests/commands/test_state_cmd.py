@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cloudctl.db.models import StateLock
 from cloudctl.db.session import Database
 from cloudctl.executor.fake import FakeExecutor
 from cloudctl.main import run
@@ -107,7 +109,8 @@ def test_unlock_refuses_a_running_apply_unless_forced(
     assert code == 1
     assert f"(pid {other_process}, apply since" in err
     assert err.rstrip().endswith(
-        "if that process is gone, `cloudctl state unlock --force` breaks it"
+        "it is taken over once its holder stops renewing it; "
+        "`cloudctl state unlock --force` breaks it"
     )
     assert json_of(cli, "state", "show")["lock"]["pid"] == other_process
     released = json_of(cli, "state", "unlock", "--force")["released"]
@@ -115,12 +118,23 @@ def test_unlock_refuses_a_running_apply_unless_forced(
     assert json_of(cli, "state", "show")["lock"] is None
 
 
-def test_unlock_releases_a_lock_whose_process_is_gone(cli: Cli, service_ctx: Context) -> None:
-    child = subprocess.Popen(["true"])
-    child.wait()
-    state_store.acquire_lock(service_ctx, operation="apply", timeout_s=0, pid=child.pid)
+def test_unlock_releases_a_lock_whose_lease_expired(cli: Cli, service_ctx: Context) -> None:
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    with service_ctx.db.unit_of_work() as s:
+        s.add(
+            StateLock(
+                name="default",
+                holder="ci@runner-7",
+                pid=4242,
+                hostname="runner-7",
+                operation="apply",
+                acquired_at=past,
+                heartbeat_at=past,
+                expires_at=past + timedelta(seconds=30),
+            )
+        )
     assert json_of(cli, "state", "show")["lock"]["stale"] is True
-    assert json_of(cli, "state", "unlock")["released"]["pid"] == child.pid
+    assert json_of(cli, "state", "unlock")["released"]["pid"] == 4242
 
 
 def test_show_lists_runs_unfinished_steps_and_managed_resources(

@@ -7,7 +7,6 @@ import pytest
 from cloudctl.domain.states import (
     ACTION_STATES,
     IDLE,
-    LOCK_HELD_TASKS,
     Accepts,
     TaskState,
     VmState,
@@ -99,9 +98,11 @@ def test_every_row_names_known_states_only() -> None:
         ("restore", "active", None, "(restore needs soft-delete)"),
         ("delete", "building", None, None),
         ("delete", "soft-delete", None, None),
-        ("delete", "error", "powering-off", None),  # waits for the power action's lock
-        ("delete", "active", "rebooting_hard", None),
-        ("delete", "building", "spawning", "(delete needs task_state None, powering-off"),
+        # Any task is another command's lock (in SQL): a delete is refused, or waits with
+        # --wait-lock; none is let through to race the other command on the host.
+        ("delete", "error", "powering-off", "(delete needs task_state None)"),
+        ("delete", "active", "rebooting_hard", "(delete needs task_state None)"),
+        ("delete", "building", "spawning", "(delete needs task_state None)"),
         ("delete", "active", "migrating", "task_state migrating (delete needs task_state None"),
         ("force_delete", "soft-delete", None, None),
         ("soft_delete", "active", None, None),
@@ -160,10 +161,8 @@ def test_an_explicit_row_replaces_the_table_and_unknown_actions_need_one() -> No
         refusal("fly", name="w", vm_state="active", task_state=None)
 
 
-def test_idle_and_lock_held_tasks() -> None:
+def test_idle_is_no_task() -> None:
     assert frozenset({None}) == IDLE
-    assert TaskState.SPAWNING not in LOCK_HELD_TASKS  # a build does not take the instance lock
-    assert TaskState.REBUILDING not in LOCK_HELD_TASKS  # shared with evacuate
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,15 @@ def add_image(ctx: Context, name: str = "tiny", **kw: Any) -> None:
         "cmdline": "console=ttyS0",
     }
     values.update(kw)
+    # The files live in this controller's image store (a controller refuses an image whose
+    # files it lacks): "/images/x" stands for <home>/images/x, made here.
+    store = ctx.settings.home / "images"
+    for key in ("path", "kernel_path", "initrd_path"):
+        if isinstance(values.get(key), str) and values[key].startswith("/images/"):
+            real = store / values[key].removeprefix("/images/")
+            real.parent.mkdir(parents=True, exist_ok=True)
+            real.write_bytes(b"image")
+            values[key] = str(real)
     with ctx.db.unit_of_work() as s:
         s.add(Image(**values))
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid as uuidlib
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 
-from cloudctl.db.models import Instance, InstanceFault
+from cloudctl.db.models import CommandLease, Instance, InstanceFault
 from cloudctl.executor.base import RunRequest
 from cloudctl.services.context import Context
 
@@ -74,3 +76,58 @@ def faults(ctx: Context, name: str) -> list[str]:
                 .order_by(InstanceFault.id)
             )
         )
+
+
+def hold(
+    ctx: Context,
+    uuid: str,
+    task_state: str,
+    *,
+    expires_in_s: int = 30,
+    command: str = "another command",
+) -> str:
+    """Make ``uuid`` held by another command: a lease of its own (expiring ``expires_in_s``
+    after the context's clock; negative: it died) set as the instance's task owner."""
+    lease_uuid = str(uuidlib.uuid4())
+    now = ctx.clock()
+    with ctx.db.unit_of_work() as s:
+        s.add(
+            CommandLease(
+                uuid=lease_uuid,
+                request_id=f"req-{lease_uuid}",
+                command=command,
+                holder="root@elsewhere",
+                hostname="elsewhere",
+                boot_id="b",
+                pid_ns="1",
+                pid=4242,
+                start_time=1,
+                lease_s=30,
+                created_at=now,
+                heartbeat_at=now + timedelta(seconds=expires_in_s - 30),
+                expires_at=now + timedelta(seconds=expires_in_s),
+                holds={},
+            )
+        )
+        inst = s.scalars(select(Instance).where(Instance.uuid == uuid)).one()
+        inst.task_state, inst.task_owner = task_state, lease_uuid
+    return lease_uuid
+
+
+def let_go(ctx: Context, uuid: str) -> None:
+    """The other command of :func:`hold` ends its task."""
+    with ctx.db.unit_of_work() as s:
+        inst = s.scalars(select(Instance).where(Instance.uuid == uuid)).one()
+        inst.task_state, inst.task_owner = None, None
+
+
+def another(ctx: Context) -> Context:
+    """A second command on the same books (another process, or another controller)."""
+    return Context(
+        settings=ctx.settings,
+        db=ctx.db,
+        executor_factory=ctx.executor_factory,
+        progress=ctx.progress,
+        clock=ctx.clock,
+        rng=ctx.rng,
+    )

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from cloudctl.db.models import Image
+from cloudctl.errors import ConfigError
 from cloudctl.services.compute.common import base_files
 
 A, B = "a" * 64, "b" * 64
@@ -29,8 +32,9 @@ def test_each_file_once_with_its_size(tmp_path: Path) -> None:
     ]
 
 
-def test_a_missing_source_has_no_size_and_no_image_no_files(tmp_path: Path) -> None:
+def test_a_missing_source_is_one_clear_error_and_no_image_no_files(tmp_path: Path) -> None:
     gone = str(tmp_path / "gone.qcow2")
-    assert base_files(Image(path=gone, checksum=A)) == [{"src": gone, "checksum": A}]
+    with pytest.raises(ConfigError, match=f"needs its disk file {gone}, which is missing on this"):
+        base_files(Image(name="tiny", path=gone, checksum=A))
     assert base_files(Image(path=None, checksum=None)) == []
     assert base_files(None) == []

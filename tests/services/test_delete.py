@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
-from cloudctl.db.models import Allocation, FixedIP, Instance
+from cloudctl.db.models import Allocation, CommandLease, FixedIP, Instance
 from cloudctl.domain.states import TaskState, VmState
-from cloudctl.errors import ExecutorError, InvalidState, OperationFailed
+from cloudctl.errors import ExecutorError, InstanceBusy, InvalidState, OperationFailed
 from cloudctl.executor.base import RunRequest
 from cloudctl.executor.fake import FakeExecutor
 from cloudctl.services import compute
 from cloudctl.services.compute import BootRequest
-from cloudctl.services.compute.common import by_uuid
 from cloudctl.services.context import Context
 from tests.conftest import NOW
-from tests.services.lifecycle import faults, power_answer, row
+from tests.services.lifecycle import faults, hold, let_go, power_answer, row
 
 INTERVAL = 3600
 
@@ -174,26 +174,40 @@ def test_hard_delete_executor_exception_goes_error(cloud: Context, fake: FakeExe
 
 
 @pytest.mark.parametrize(
-    ("task_state", "allowed"),
+    "task_state",
     [
-        (TaskState.POWERING_OFF, True),  # waits for the power flow's lock, then deletes
-        (TaskState.PAUSING, True),
-        (TaskState.SPAWNING, False),  # a build holds no instance lock: its play could race us
-        (TaskState.MIGRATING, False),
-        (TaskState.REBUILDING, False),
+        TaskState.POWERING_OFF,
+        TaskState.PAUSING,
+        TaskState.SPAWNING,
+        TaskState.MIGRATING,
+        TaskState.REBUILDING,
     ],
 )
-def test_delete_during_a_task(
-    cloud: Context, fake: FakeExecutor, task_state: str, allowed: bool
+def test_delete_during_another_commands_task_is_refused(
+    cloud: Context, fake: FakeExecutor, task_state: str
+) -> None:
+    """The task_state is the other command's lock: a delete never races its play."""
+    [view] = compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
+    hold(cloud, str(view["uuid"]), task_state, command="some command")
+    runs = len(fake.requests)
+    with pytest.raises(InstanceBusy, match=f"task_state {task_state} .*held by some command"):
+        compute.delete(cloud, ["web"])
+    assert len(fake.requests) == runs
+    assert row(cloud, "web").task_state == task_state
+
+
+def test_delete_waits_for_the_other_command_with_wait_lock(
+    cloud: Context, fake: FakeExecutor
 ) -> None:
     [view] = compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
-    with cloud.db.unit_of_work() as s:
-        by_uuid(s, view["uuid"]).task_state = task_state
-    if allowed:
+    hold(cloud, str(view["uuid"]), TaskState.POWERING_OFF)
+    cloud.settings = replace(cloud.settings, wait_lock_s=10)
+    timer = threading.Timer(0.6, let_go, args=(cloud, str(view["uuid"])))
+    timer.start()
+    try:
         assert compute.delete(cloud, ["web"])[0]["status"] == "DELETED"
-    else:
-        with pytest.raises(InvalidState, match=f"task_state {task_state} "):
-            compute.delete(cloud, ["web"])
+    finally:
+        timer.join()
 
 
 def test_delete_succeeds_when_the_host_lost_the_domain(cloud: Context, fake: FakeExecutor) -> None:
@@ -213,25 +227,20 @@ def test_delete_succeeds_when_the_host_lost_the_domain(cloud: Context, fake: Fak
         assert s.scalar(select(func.count(Instance.id)).where(Instance.deleted == 0)) == 0
 
 
-def lock_files(ctx: Context) -> list[str]:
-    return sorted(p.name for p in (ctx.settings.home / "locks").glob("instance-*.lock"))
-
-
-def test_a_deleted_instance_leaves_no_lock_file(cloud: Context, fake: FakeExecutor) -> None:
-    fake.on("power.yml", power_answer)
-    views = compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny", count=2))
-    uuids = sorted(str(v["uuid"]) for v in views)
-    compute.power(cloud, ["web-1", "web-2"], "stop")  # takes both locks: their files exist
-    assert lock_files(cloud) == [f"instance-{u}.lock" for u in uuids]
+def test_a_delete_leaves_no_lease_and_no_file(cloud: Context, fake: FakeExecutor) -> None:
+    compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny", count=2))
     fake.on("destroy.yml", lambda req: {h.name: {"undefine": {}} for h in req.hosts})
     compute.delete(cloud, ["web-1"])
-    kept = row(cloud, "web-2").uuid
-    assert lock_files(cloud) == [f"instance-{kept}.lock"]
+    with cloud.db.unit_of_work() as s:
+        assert s.scalars(select(CommandLease)).all() == []
+    assert not (cloud.settings.home / "locks").exists()
 
 
-def test_a_failed_delete_keeps_the_lock_file(cloud: Context, fake: FakeExecutor) -> None:
-    [view] = compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
+def test_a_failed_delete_ends_its_task_and_its_lease(cloud: Context, fake: FakeExecutor) -> None:
+    compute.boot(cloud, BootRequest(name="web", flavor="small", image="tiny"))
     fake.on("destroy.yml", lambda req: {h.name: {"undefine": {"failed": True}} for h in req.hosts})
     with pytest.raises(OperationFailed):
         compute.delete(cloud, ["web"])
-    assert lock_files(cloud) == [f"instance-{view['uuid']}.lock"]
+    assert row(cloud, "web").task_state is None
+    with cloud.db.unit_of_work() as s:
+        assert s.scalars(select(CommandLease)).all() == []

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from cloudctl.db.models import ApplyRun
+from cloudctl.db.models import ApplyRun, CommandLease
 from cloudctl.errors import InvalidInput, LockHeld
 from cloudctl.executor.base import RunRequest
 from cloudctl.executor.fake import FakeExecutor
-from cloudctl.services import gitops, reconcile, state_store
+from cloudctl.services import desired, gitops, leases, reconcile, state_store
 from cloudctl.services.context import Context
 from tests.conftest import NOW, add_host
 from tests.services.conftest import add_image, running
@@ -126,11 +125,13 @@ def test_an_apply_killed_mid_build_is_cleaned_up_by_the_next(
         raise KeyboardInterrupt  # the process dies while the spawn play runs
 
     fake.on("spawn.yml", die)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), leases.command_lease(ctx, "apply"):
         gitops.apply(ctx, plan, estate)
     assert row(ctx, "web-1").vm_state == "building"
-    with ctx.db.unit_of_work() as s:  # as if its process were gone
-        s.execute(update(ApplyRun).values(status="running", pid=dead_pid()))
+    with ctx.db.unit_of_work() as s:  # as if its process were gone: its run never finished
+        s.execute(update(ApplyRun).values(status="running"))
+        # and nobody renews its lease any more (it was left expired: instances in a task)
+        assert s.scalars(select(CommandLease.expires_at)).one() < NOW
     fake.on("spawn.yml", running)
     fake.on("destroy.yml", lambda req: {})
     _, report = gitops.run_apply(ctx, lab)
@@ -139,12 +140,6 @@ def test_an_apply_killed_mid_build_is_cleaned_up_by_the_next(
     with ctx.db.unit_of_work() as s:
         assert reconcile.ledger_findings(s, NOW) == []
     assert not gitops.make_plan(ctx, lab).has_changes
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
 
 
 def test_refresh_shows_what_the_hosts_say_apart_from_changes(
@@ -221,3 +216,27 @@ def test_a_plan_saved_from_a_relative_path_applies(
     gitops.save_plan(plan, saved, lab.name, False)
     _, report = gitops.run_apply(ctx, None, plan_file=saved)
     assert report is not None and not report.failed
+
+
+def test_an_image_file_swapped_for_a_link_out_of_the_tree_after_planning_is_not_read(
+    ctx: Context, tmp_path: Path
+) -> None:
+    estate = tmp_path / "estate"
+    estate.mkdir()
+    (estate / "kernel").write_bytes(b"kernel")
+    (estate / "images.yaml").write_text(
+        "apiVersion: cloudctl.dev/v1\nkind: Image\nmetadata:\n  name: k\n"
+        "spec:\n  kernel: kernel\n  cmdline: console=ttyS0\n"
+    )
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not yours")
+    plan = gitops.make_plan(ctx, estate)
+    files = desired.read_files(estate.resolve())
+    loaded, _ = gitops.load(ctx, estate)
+    (estate / "kernel").unlink()
+    (estate / "kernel").symlink_to(secret)  # swapped after validation, before the copy
+    with leases.command_lease(ctx, "apply"):
+        report = gitops.apply(ctx, plan, loaded, root=files.root)
+    [failed] = report.failed
+    assert "resolves outside" in failed["error"]
+    assert not (ctx.settings.images_dir).exists() or not any(ctx.settings.images_dir.iterdir())

@@ -5,19 +5,25 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from cloudctl.domain.states import TaskState, VmState
-from cloudctl.errors import ExecutorError, InvalidInput, InvalidState, LockHeld, OperationFailed
+from cloudctl.errors import (
+    ExecutorError,
+    InstanceBusy,
+    InvalidInput,
+    InvalidState,
+    OperationFailed,
+)
 from cloudctl.executor.base import RunRequest
 from cloudctl.executor.fake import FakeExecutor
 from cloudctl.services import compute
 from cloudctl.services.compute import BootRequest
-from cloudctl.services.compute.common import by_uuid, instance_locks, instances_busy
+from cloudctl.services.compute.common import by_uuid
 from cloudctl.services.context import Context
-from tests.services.lifecycle import faults, power_answer, row
+from tests.services.lifecycle import another, faults, hold, let_go, power_answer, row
 
 
 @pytest.fixture
@@ -103,15 +109,25 @@ def test_refused_states_run_nothing(
     assert row(cloud, "web").task_state is None
 
 
-def test_a_task_in_progress_refuses_until_it_is_stale(cloud: Context, web: str) -> None:
-    set_state(cloud, web, "active", TaskState.REBOOTING)
-    with pytest.raises(InvalidState, match="task_state rebooting"):
+def test_a_task_another_command_holds_is_refused_with_who_holds_it(
+    cloud: Context, web: str
+) -> None:
+    hold(cloud, web, TaskState.REBOOTING, command="reboot web")
+    with pytest.raises(InstanceBusy, match=r"task_state rebooting .*held by reboot web"):
         compute.power(cloud, ["web"], "pause")
-    # updated_at comes from the database's clock, not the context's
-    later = datetime.now(UTC) + timedelta(seconds=cloud.settings.spawn_timeout_s + 1)
-    cloud.clock = lambda: later  # the command that set it died long ago
-    [view] = compute.power(cloud, ["web"], "pause")
-    assert view["vm_state"] == "paused"
+    held = compute.show_instance(cloud, "web")["task_held_by"]
+    assert (held["command"], held["holder"], held["pid"]) == ("reboot web", "root@elsewhere", 4242)
+
+
+def test_a_dead_commands_task_is_refused_until_reconcile_settles_it(
+    cloud: Context, web: str
+) -> None:
+    hold(cloud, web, TaskState.REBOOTING, expires_in_s=-5)
+    later = cloud.clock() + timedelta(hours=2)
+    cloud.clock = lambda: later  # however long ago: no command guesses it is over
+    with pytest.raises(InstanceBusy, match="the command died; `cloudctl reconcile` settles it"):
+        compute.power(cloud, ["web"], "pause")
+    assert row(cloud, "web").task_state == TaskState.REBOOTING
 
 
 def test_play_failure_clears_the_task_and_records_a_fault(
@@ -180,54 +196,42 @@ def test_lock_reason_is_bounded(cloud: Context, web: str) -> None:
         compute.lock(cloud, ["web"], reason="x" * 256)
 
 
-def test_a_second_command_waits_for_the_instance_lock(cloud: Context, web: str) -> None:
+def test_wait_lock_waits_for_the_other_command(cloud: Context, web: str) -> None:
+    cloud.settings = replace(cloud.settings, wait_lock_s=10)
+    hold(cloud, web, TaskState.REBOOTING)
     done: list[str] = []
-    with instance_locks(cloud, [web]):
-        worker = threading.Thread(
-            target=lambda: done.append(compute.power(cloud, ["web"], "pause")[0]["vm_state"])
-        )
-        worker.start()
-        time.sleep(0.5)
-        assert done == [] and worker.is_alive()  # waiting, not refused
+    worker = threading.Thread(
+        target=lambda: done.append(compute.power(cloud, ["web"], "pause")[0]["vm_state"])
+    )
+    worker.start()
+    time.sleep(1.0)
+    assert done == [] and worker.is_alive()  # waiting, not refused
+    let_go(cloud, web)
     worker.join(10)
     assert done == ["paused"]
 
 
-def test_the_instance_lock_wait_is_bounded(cloud: Context, web: str) -> None:
-    cloud.settings = replace(cloud.settings, spawn_timeout_s=0)
-    with instance_locks(cloud, [web]), pytest.raises(LockHeld, match=f"instance {web}"):
+def test_the_wait_is_bounded(cloud: Context, web: str) -> None:
+    cloud.settings = replace(cloud.settings, wait_lock_s=0.3)
+    hold(cloud, web, TaskState.REBOOTING)
+    started = time.monotonic()
+    with pytest.raises(InstanceBusy):
         compute.power(cloud, ["web"], "pause")
+    assert time.monotonic() - started >= 0.3
+    assert row(cloud, "web").task_state == TaskState.REBOOTING
+
+
+def test_the_claim_is_a_compare_and_swap(cloud: Context, web: str) -> None:
+    """Two commands read the instance idle; only the first conditional UPDATE changes it."""
+    from cloudctl.services import leases
+    from cloudctl.services.compute import tasks
+
+    other = another(cloud)
+    with leases.command_lease(cloud, "first"), leases.command_lease(other, "second"):
+        with cloud.db.unit_of_work() as s:
+            tasks.claim(s, cloud, [web], "stop", TaskState.POWERING_OFF)
+        with other.db.unit_of_work() as s, pytest.raises(InstanceBusy, match="held by first"):
+            tasks.claim(s, other, [web], "reboot", TaskState.REBOOTING)
+        with cloud.db.unit_of_work() as s:
+            tasks.finish(s, cloud, by_uuid(s, web))
     assert row(cloud, "web").task_state is None
-
-
-def test_a_waiter_behind_a_deleting_holder_locks_the_new_file(cloud: Context, web: str) -> None:
-    """The holder removes the lock file (its instance is gone); the waiter must not keep a lock
-    on the removed file, where a third command could not see it."""
-    got = threading.Event()
-    release = threading.Event()
-
-    def waiter() -> None:
-        with instance_locks(cloud, [web]):
-            got.set()
-            release.wait(10)
-
-    with instance_locks(cloud, [web]) as locks:
-        worker = threading.Thread(target=waiter)
-        worker.start()
-        time.sleep(0.3)
-        assert not got.is_set()
-        locks.discard(web)
-    try:
-        assert got.wait(10)
-        path = cloud.settings.home / "locks" / f"instance-{web}.lock"
-        assert path.exists()
-        assert instances_busy(cloud, [web]) == {web}  # held on the file a third command opens
-    finally:
-        release.set()
-        worker.join(10)
-    assert instances_busy(cloud, [web]) == frozenset()
-
-
-def test_looking_for_busy_instances_makes_no_lock_file(cloud: Context) -> None:
-    assert instances_busy(cloud, ["00000000-0000-0000-0000-000000000001"]) == frozenset()
-    assert not list((cloud.settings.home / "locks").glob("instance-*"))

@@ -88,7 +88,8 @@ def test_rebuild_from_another_image_and_from_stopped(
     assert (view["status"], view["image"]) == ("ACTIVE", "tiny2")  # Nova leaves it ACTIVE
     ev = fake.requests[-1].extravars
     assert ev["cloudctl_disks"]["h1"][0]["image"]["checksum"] == "d" * 64
-    assert {"src": "/images/disk2", "checksum": "d" * 64} in ev["cloudctl_base_files"]["h1"]
+    disk2 = str(cloud.settings.home / "images" / "disk2")
+    assert {"src": disk2, "checksum": "d" * 64, "size": 5} in ev["cloudctl_base_files"]["h1"]
     assert "tiny2" in ev["cloudctl_domains"]["h1"][0]["xml"]
 
 

@@ -27,7 +27,7 @@ from cloudctl.services.compute import snapshot as snapshots
 from cloudctl.services.compute.common import by_uuid, domain_spec
 from cloudctl.services.context import Context
 from tests.services.conftest import add_image
-from tests.services.lifecycle import faults, row
+from tests.services.lifecycle import another, faults, row
 
 
 class Host:
@@ -158,7 +158,7 @@ def test_the_task_state_is_set_while_the_play_runs(
     def answer(req: RunRequest) -> dict[str, Any]:
         seen.append(row(cloud, "web").task_state)
         with pytest.raises(InvalidState, match="image_snapshot"):
-            compute.power(cloud, ["web"], "stop")
+            compute.power(another(cloud), ["web"], "stop")
         return host.answer(req)
 
     fake.on("snapshot.yml", answer)

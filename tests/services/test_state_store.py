@@ -9,7 +9,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from cloudctl.domain.settings import Settings
 from cloudctl.errors import LockHeld
 from cloudctl.executor.base import RunEvent
 from cloudctl.executor.fake import FakeExecutor
+from cloudctl.services import leases
 from cloudctl.services import state_store as store
 from cloudctl.services.context import Context
 from tests.conftest import NOW
@@ -54,12 +56,31 @@ def other_process() -> Iterator[int]:
     child.wait()
 
 
-def dead_pid() -> int:
-    """A pid that existed and is gone: a child spawned and reaped."""
-    child = subprocess.Popen(["true"])
-    child.wait()
-    assert not store.pid_alive(child.pid)
-    return child.pid
+def put_lock(
+    ctx: Context,
+    *,
+    hostname: str = "runner-7",
+    pid: int = 4242,
+    expires_in_s: int = 20,
+    pid_ns: str = "4026531836",
+) -> None:
+    """A state lock another process holds (its lease expiring ``expires_in_s`` after NOW)."""
+    with ctx.db.unit_of_work() as s:
+        s.add(
+            StateLock(
+                name="default",
+                holder=f"ci@{hostname}",
+                pid=pid,
+                hostname=hostname,
+                operation="apply",
+                acquired_at=NOW - timedelta(seconds=60),
+                boot_id="another-boot",
+                pid_ns=pid_ns,
+                start_time=1,
+                heartbeat_at=NOW + timedelta(seconds=expires_in_s - 30),
+                expires_at=NOW + timedelta(seconds=expires_in_s),
+            )
+        )
 
 
 # -- the lock ------------------------------------------------------------------------------------
@@ -69,13 +90,18 @@ def test_acquire_then_release(ctx: Context) -> None:
     assert (held.pid, held.hostname, held.operation) == (os.getpid(), store.hostname(), "apply")
     status = store.lock_status(ctx)
     assert status is not None
+    me = leases.Owner.current()
     assert status == {
         "name": "default",
         "holder": store.holder_name(),
         "pid": os.getpid(),
         "hostname": store.hostname(),
+        "boot_id": me.boot_id,
+        "pid_ns": me.pid_ns,
         "operation": "apply",
         "acquired_at": NOW.isoformat(),
+        "heartbeat_at": NOW.isoformat(),
+        "expires_at": (NOW + timedelta(seconds=ctx.settings.command_lease_s)).isoformat(),
         "info": None,
         "by_hand": False,
         "stale": False,
@@ -102,8 +128,8 @@ def test_a_second_acquirer_times_out_with_who_holds_it(ctx: Context, notes: Note
     assert time.monotonic() - started >= 0.6
     assert caught.value.message == (
         f"state lock 'default' is held by {store.holder_name()} (pid {os.getpid()}, apply "
-        f"since {NOW.isoformat(timespec='seconds')}: merge !42); waited 0.6s; if that process "
-        "is gone, `cloudctl state unlock --force` breaks it"
+        f"since {NOW.isoformat(timespec='seconds')}: merge !42); waited 0.6s; it is taken "
+        "over once its holder stops renewing it; `cloudctl state unlock --force` breaks it"
     )
     assert caught.value.exit_code == 1
     assert caught.value.kwargs["pid"] == os.getpid()
@@ -127,37 +153,50 @@ def test_a_waiter_gets_the_lock_once_it_is_released(ctx: Context) -> None:
     store.release_lock(ctx)
 
 
-def test_a_dead_holder_on_this_machine_is_taken_over(ctx: Context, notes: Notes) -> None:
-    gone = dead_pid()
-    store.acquire_lock(ctx, operation="apply", timeout_s=0, pid=gone)
+@pytest.mark.parametrize("hostname", ["runner-7", store.hostname()])
+def test_a_holder_whose_lease_expired_is_taken_over_from_any_machine(
+    ctx: Context, notes: Notes, hostname: str
+) -> None:
+    """A runner killed on another machine does not keep the lock for ever."""
+    put_lock(ctx, hostname=hostname, expires_in_s=-1)
     assert (store.lock_status(ctx) or {})["stale"] is True
     held = store.acquire_lock(ctx, operation="apply", timeout_s=0)
     assert held.pid == os.getpid()
     assert notes.lines == [
-        f"state lock 'default': holder {store.holder_name()} (pid {gone}, apply) is gone; "
+        f"state lock 'default': holder ci@{hostname} (pid 4242, apply) stopped renewing it; "
         "taking the lock over"
     ]
     store.release_lock(ctx)
 
 
-def test_a_holder_on_another_machine_is_never_taken_over(ctx: Context) -> None:
-    with ctx.db.unit_of_work() as s:
-        s.add(
-            StateLock(
-                name="default",
-                holder="ci@runner-7",
-                pid=dead_pid(),
-                hostname="runner-7",
-                operation="apply",
-                acquired_at=NOW,
-            )
-        )
-    with pytest.raises(LockHeld, match=r"held by ci@runner-7 \(pid \d+, apply since"):
+def test_a_live_holder_is_never_taken_over_whatever_its_pid_says_here(ctx: Context) -> None:
+    """Same hostname, a pid that does not exist in this PID namespace: another namespace's
+    live apply. Only its lease decides, and it is renewed."""
+    put_lock(ctx, hostname=store.hostname(), pid=2**22 - 7, pid_ns="another-namespace")
+    with pytest.raises(LockHeld, match=r"held by ci@.* \(pid 4194297, apply since"):
         store.acquire_lock(ctx, operation="apply", timeout_s=0)
     assert (store.lock_status(ctx) or {})["stale"] is False
     with pytest.raises(LockHeld):
         store.release_lock(ctx)
     assert store.release_lock(ctx, force=True) is not None
+
+
+def test_the_holder_renews_its_lease(ctx: Context) -> None:
+    now = [NOW]
+    ctx.clock = lambda: now[0]
+    ctx.settings = replace(ctx.settings, command_lease_s=1)
+    with store.state_lock(ctx, "apply", 0):
+        first = (store.lock_status(ctx) or {})["expires_at"]
+        now[0] = NOW + timedelta(seconds=100)
+        deadline = time.monotonic() + 5
+        while (store.lock_status(ctx) or {})["expires_at"] == first:
+            assert time.monotonic() < deadline, "the lock was not renewed"
+            time.sleep(0.05)
+        assert (store.lock_status(ctx) or {})["expires_at"] == (
+            NOW + timedelta(seconds=101)
+        ).isoformat()
+        assert (store.lock_status(ctx) or {})["stale"] is False
+    assert store.lock_status(ctx) is None
 
 
 def test_only_the_holder_releases_unless_forced(ctx: Context, other_process: int) -> None:
@@ -206,25 +245,10 @@ def test_state_lock_leaves_a_lock_someone_else_took_after_breaking_it(
     store.release_lock(ctx, force=True)
 
 
-def test_pid_alive() -> None:
-    assert store.pid_alive(os.getpid())
-    assert not store.pid_alive(dead_pid())
-    assert not store.pid_alive(0)
-    zombie = subprocess.Popen(["true"])
-    deadline = time.monotonic() + 5
-    while store.pid_alive(zombie.pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not store.pid_alive(zombie.pid)  # exited, not yet reaped
-    zombie.wait()
-
-
 # -- the journal ---------------------------------------------------------------------------------
-def _set_pid(ctx: Context, run_uuid: str, pid: int, hostname: str | None = None) -> None:
-    values: dict[str, object] = {"pid": pid}
-    if hostname is not None:
-        values["hostname"] = hostname
+def _set_lease(ctx: Context, run_uuid: str, lease_uuid: str | None) -> None:
     with ctx.db.unit_of_work() as s:
-        s.execute(update(ApplyRun).where(ApplyRun.uuid == run_uuid).values(**values))
+        s.execute(update(ApplyRun).where(ApplyRun.uuid == run_uuid).values(lease_uuid=lease_uuid))
 
 
 def test_journal_round_trip(ctx: Context) -> None:
@@ -248,8 +272,10 @@ def test_journal_round_trip(ctx: Context) -> None:
     assert steps[1]["instance_uuids"] == ["u1", "u2"]
     assert (steps[1]["detail"], steps[1]["finished_at"]) == ("spawning", None)
 
-    assert store.unfinished_runs(ctx) == []  # its process (this one) is alive
-    _set_pid(ctx, run, dead_pid())
+    with leases.command_lease(ctx, "apply") as lease:
+        _set_lease(ctx, run, lease.uuid)
+        assert store.unfinished_runs(ctx) == []  # its command (this one) holds a live lease
+    # The lease is gone with its command (or expired: see below): the run died.
     [unfinished] = store.unfinished_runs(ctx)
     assert (unfinished["uuid"], unfinished["status"], unfinished["plan_fingerprint"]) == (
         run,
@@ -279,9 +305,19 @@ def test_journal_round_trip(ctx: Context) -> None:
         store.finish_run(ctx, str(uuid.uuid4()), "done", {})
 
 
-def test_runs_of_another_machine_count_only_under_the_lock(ctx: Context) -> None:
+def test_a_run_whose_lease_expired_is_dead_on_any_machine(ctx: Context) -> None:
     run = store.start_run(ctx, "fp")
-    _set_pid(ctx, run, 4242, hostname="runner-7")
+    with leases.command_lease(ctx, "apply") as lease:
+        _set_lease(ctx, run, lease.uuid)
+        assert store.unfinished_runs(ctx, holding_lock=True) == []
+        later = NOW + timedelta(seconds=ctx.settings.command_lease_s + 1)
+        ctx.clock = lambda: later  # nobody renewed it since
+        assert [r["uuid"] for r in store.unfinished_runs(ctx)] == [run]
+
+
+def test_runs_of_an_older_cloudctl_count_only_under_the_lock(ctx: Context) -> None:
+    run = store.start_run(ctx, "fp")
+    _set_lease(ctx, run, None)
     assert store.unfinished_runs(ctx) == []
     assert [r["uuid"] for r in store.unfinished_runs(ctx, holding_lock=True)] == [run]
 
@@ -363,7 +399,7 @@ def pg_ctx(tmp_path: Path) -> Iterator[Context]:
 @pytest.mark.integration
 def test_the_lock_on_postgres(pg_ctx: Context) -> None:
     ctx = pg_ctx
-    store.acquire_lock(ctx, operation="apply", timeout_s=0, pid=dead_pid())
+    put_lock(ctx, expires_in_s=-1)
     held = store.acquire_lock(ctx, operation="apply", timeout_s=0)  # stale: taken over
     with pytest.raises(LockHeld, match=rf"\(pid {os.getpid()}, apply since"):
         store.acquire_lock(ctx, operation="apply", timeout_s=0.5)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -41,18 +41,24 @@ class AppState:
     db_url: str | None = None
     verbose: bool = False
     quiet: bool = False
+    wait_lock: float | None = None
     _ctx: Context | None = None
 
-    def reset(self, *, db_url: str | None, verbose: bool, quiet: bool) -> None:
+    def reset(
+        self, *, db_url: str | None, verbose: bool, quiet: bool, wait_lock: float | None = None
+    ) -> None:
         """Start an invocation afresh (several may run in one process, e.g. in tests)."""
         if self._ctx is not None:
             self._ctx.db.dispose()
         self.db_url, self.verbose, self.quiet, self._ctx = db_url, verbose, quiet, None
+        self.wait_lock = wait_lock
 
     def context(self, *, quiet: bool | None = None) -> Context:
         """The service context for this invocation (schema upgraded on first use)."""
         if self._ctx is None:
             settings = load_settings(db_url=self.db_url)
+            if self.wait_lock is not None:
+                settings = replace(settings, wait_lock_s=self.wait_lock)
             db = Database(settings.db_url)
             db.ensure_schema()
 

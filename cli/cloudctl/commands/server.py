@@ -58,9 +58,11 @@ def boot(
     data = None
     if user_data is not None:
         try:
-            data = user_data.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
+            with user_data.open("rb") as fh:
+                raw = fh.read(validation.MAX_USER_DATA + 1)  # never a huge file whole
+        except OSError as exc:
             raise InvalidInput(reason=f"cannot read user data {user_data}: {exc}") from exc
+        data = validation.user_data_bytes(raw)
     req = compute.BootRequest(
         name=name,
         flavor=flavor,
@@ -202,10 +204,14 @@ def console(
     emit(result, output)
 
 
-def build_worker(request_id: str, uuids: list[str]) -> None:
+def build_worker(
+    request_id: str,
+    uuids: list[str],
+    lease: Annotated[str | None, typer.Option(help="The parent's command lease.")] = None,
+) -> None:
     """Internal: finish a ``boot --no-wait`` in a detached process."""
     ctx = ctx_for(OutputFormat.json)
-    compute.build_instances(ctx, uuids, request_id)
+    compute.build_in_worker(ctx, request_id, uuids, lease)
 
 
 def migrate(
@@ -267,9 +273,10 @@ def live_migrate_worker(
     migration: str,
     host: Annotated[str | None, typer.Option()] = None,
     block_migrate: Annotated[str, typer.Option()] = "auto",
+    lease: Annotated[str | None, typer.Option(help="The parent's command lease.")] = None,
 ) -> None:
     """Internal: run a ``live-migrate --no-wait`` in a detached process."""
     ctx = ctx_for(OutputFormat.json)
-    live_service.run_live_migration(
-        ctx, request_id, migration, host=host, block_migrate=block_migrate
+    live_service.live_migrate_in_worker(
+        ctx, request_id, migration, lease, host=host, block_migrate=block_migrate
     )

@@ -35,8 +35,9 @@ def lock(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Take the state lock by hand: no apply runs until `cloudctl state unlock`."""
+    ctx = ctx_for(output)
     held = state_store.acquire_lock(
-        ctx_for(output),
+        ctx,
         operation="manual",
         timeout_s=timeout,
         name=name,
@@ -46,7 +47,7 @@ def lock(
     if output == OutputFormat.table:
         message(f"state lock {name!r} taken by {held.describe()}")
     else:
-        emit(held.view(), output)
+        emit(held.view(ctx.clock()), output)
 
 
 @app.command("unlock")
@@ -58,11 +59,10 @@ def unlock(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Release the state lock taken by hand (or one whose process is gone); --force breaks any."""
-    released = state_store.release_lock(
-        ctx_for(output), name, force=force, pid=state_store.HUMAN_PID
-    )
+    ctx = ctx_for(output)
+    released = state_store.release_lock(ctx, name, force=force, pid=state_store.HUMAN_PID)
     if output != OutputFormat.table:
-        emit({"released": released.view() if released else None}, output)
+        emit({"released": released.view(ctx.clock()) if released else None}, output)
     elif released is None:
         message(f"state lock {name!r} was not held")
     else:

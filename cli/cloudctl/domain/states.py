@@ -65,6 +65,8 @@ class TaskState(StrEnum):
     RESTORING = "restoring"
     REBUILD_BLOCK_DEVICE_MAPPING = "rebuild_block_device_mapping"
     REBUILD_SPAWNING = "rebuild_spawning"
+    #: ``reconcile`` settles what a dead command left, or repairs the guest on its host.
+    SETTLING = "settling"
 
 
 class PowerState(IntEnum):
@@ -164,26 +166,6 @@ class Accepts:
     label: str | None = None
 
 
-#: Task states whose flows hold the per-instance lock (``instance_locks`` in
-#: services/compute/common.py) for all of their host work. A delete that arrives during one of them
-#: waits for it to end and then deletes, as Nova's compute manager serialises operations on an
-#: instance; any other task state (a build, a move, a snapshot, a rebuild) refuses the delete
-#: because its play could re-create what the delete removes.
-LOCK_HELD_TASKS: frozenset[str | None] = frozenset(
-    {
-        TaskState.POWERING_OFF,
-        TaskState.POWERING_ON,
-        TaskState.REBOOTING,
-        TaskState.REBOOTING_HARD,
-        TaskState.PAUSING,
-        TaskState.UNPAUSING,
-        TaskState.SUSPENDING,
-        TaskState.RESUMING,
-        TaskState.SOFT_DELETING,
-        TaskState.RESTORING,
-    }
-)
-
 _SOFT_DELETABLE = frozenset(VmState) - {VmState.SOFT_DELETED, VmState.DELETED}
 
 #: action -> the states it accepts; after nova/compute/api.py's decorators.
@@ -201,9 +183,11 @@ ACTION_STATES: dict[str, Accepts] = {
     "resume": Accepts(_states(VmState.SUSPENDED)),
     "lock": Accepts(None, None),
     "unlock": Accepts(None, None, when_locked=True),
-    "delete": Accepts(None, IDLE | LOCK_HELD_TASKS),
-    "force_delete": Accepts(None, IDLE | LOCK_HELD_TASKS, label="force delete"),
-    "soft_delete": Accepts(_SOFT_DELETABLE, IDLE | LOCK_HELD_TASKS, label="soft delete"),
+    # A delete waits for no task: the task_state is the other command's lock (in SQL, on every
+    # controller), so a delete during it is refused, or waits with --wait-lock.
+    "delete": Accepts(None),
+    "force_delete": Accepts(None, label="force delete"),
+    "soft_delete": Accepts(_SOFT_DELETABLE, label="soft delete"),
     "restore": Accepts(_states(VmState.SOFT_DELETED)),
     "rebuild": Accepts(_states(VmState.ACTIVE, VmState.STOPPED, VmState.ERROR)),
     # The background reclaim of expired soft deletes (Nova's _reclaim_queued_deletes) is the

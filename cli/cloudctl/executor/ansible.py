@@ -68,6 +68,7 @@ from cloudctl.executor.base import (
     RunResult,
     TaskResult,
     TaskStatus,
+    stop_reason,
 )
 from cloudctl.executor.events import clean_result, host_result_event, run_end_event, short
 from cloudctl.executor.inventory import protect_templates, render_inventory
@@ -363,6 +364,8 @@ class AnsibleExecutor:
             )
         if watchdog.timed_out:
             tail += f"\ncloudctl: the run timed out after {self.timeout_s} s and was stopped"
+        elif watchdog.fenced is not None:
+            tail += f"\ncloudctl: the run was stopped: {watchdog.fenced}"
         elif status == "canceled":
             tail += "\ncloudctl: the run was interrupted and stopped"
         ok = status == "successful" and rc == 0
@@ -599,6 +602,8 @@ class _Watchdog:
         self.timeout_s = timeout_s
         self.signum: int | None = None
         self.timed_out = False
+        #: Why a stop check (executor/base.py) stopped the run.
+        self.fenced: str | None = None
         self._started = time.monotonic()
         self._stopped = False
         self._previous: dict[int, Any] = {}
@@ -610,7 +615,9 @@ class _Watchdog:
         if self.timeout_s is not None and time.monotonic() - self._started > self.timeout_s:
             self.timed_out = True
         if self.signum is None and not self.timed_out:
-            return False
+            self.fenced = stop_reason()
+            if self.fenced is None:
+                return False
         self._stopped = True
         _kill_trees(_children_running(self.run_dir))
         return True

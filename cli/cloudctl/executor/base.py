@@ -13,6 +13,32 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+#: Asked by the executors while a run goes on; a check that answers a reason stops the run.
+#: A command whose lease could not be renewed for most of its length registers one: another
+#: controller may soon take its instances over, so its plays must not go on acting on them.
+_STOP_CHECKS: list[Callable[[], str | None]] = []
+
+
+def add_stop_check(check: Callable[[], str | None]) -> None:
+    """Stop every run of this process once ``check()`` answers a reason (not None)."""
+    _STOP_CHECKS.append(check)
+
+
+def remove_stop_check(check: Callable[[], str | None]) -> None:
+    """Forget a check added with :func:`add_stop_check`."""
+    if check in _STOP_CHECKS:
+        _STOP_CHECKS.remove(check)
+
+
+def stop_reason() -> str | None:
+    """Why the runs of this process must stop now, or None."""
+    for check in list(_STOP_CHECKS):
+        reason = check()
+        if reason:
+            return reason
+    return None
+
+
 TaskStatus = Literal["ok", "changed", "failed", "skipped", "unreachable"]
 GuestStatus = Literal["ok", "changed", "failed"]
 EventKind = Literal[

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudctl import ledger
@@ -119,6 +120,30 @@ def adopt(
     if not validation.is_uuid(info.uuid):
         raise OperationFailed(action="adopt", name=domain, reason=f"bad uuid {info.uuid!r}")
     request_id = actions.new_request_id()
+    try:
+        inst_uuid = _book(ctx, host, domain, inst_name, info, flavor, request_id)
+    except IntegrityError as exc:
+        # Another controller booked the same domain (or name) between our check and our insert:
+        # the unique uuid and name of instances stop the second one.
+        raise AlreadyExists(
+            f"domain {domain} ({info.uuid}) or instance {inst_name} was booked by another "
+            "command meanwhile",
+            kind="instance",
+            name=inst_name,
+        ) from exc
+    return show_instance(ctx, inst_uuid)
+
+
+def _book(
+    ctx: Context,
+    host: str,
+    domain: str,
+    inst_name: str,
+    info: DomainInfo,
+    flavor: str | None,
+    request_id: str,
+) -> str:
+    """The books' side of an adoption, in one transaction; returns the new instance's uuid."""
     with ctx.db.unit_of_work() as session:
         now = ctx.clock()
         host_row = hosts.get_host(session, host)
@@ -189,8 +214,7 @@ def adopt(
         )
         actions.finish_action(act, ctx.clock())
         ctx.progress.info(f"{inst_name}: adopted on {host} as flavor {chosen.name}")
-        inst_uuid = inst.uuid
-    return show_instance(ctx, inst_uuid)
+        return inst.uuid
 
 
 def _instance_name(name: str | None, domain: str) -> str:

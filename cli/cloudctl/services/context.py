@@ -6,12 +6,15 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cloudctl.db.models import utcnow
 from cloudctl.db.session import Database
 from cloudctl.domain.settings import Settings
 from cloudctl.executor.base import Executor, RunEvent
+
+if TYPE_CHECKING:
+    from cloudctl.services.leases import Lease
 
 
 class Progress(Protocol):
@@ -46,6 +49,8 @@ class Context:
     progress: Progress = field(default_factory=NullProgress)
     clock: Callable[[], datetime] = utcnow
     rng: random.Random = field(default_factory=random.Random)
+    #: The lease of the command running in this context (services/leases.py), while it runs.
+    lease: Lease | None = None
     _executor: Executor | None = None
 
     @property

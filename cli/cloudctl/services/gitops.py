@@ -52,12 +52,14 @@ from cloudctl.services import (
     hosts,
     images,
     keypairs,
+    leases,
     network,
     quotas,
     reconcile,
     server_groups,
     state_store,
 )
+from cloudctl.services.compute import tasks
 from cloudctl.services.compute.boot import (
     BootRequest,
     boot,
@@ -315,7 +317,7 @@ def _digest(files: Sequence[tuple[str, str]]) -> str:
 
 
 # -- plan -------------------------------------------------------------------------------------
-def load(ctx: Context, path: str | Path) -> tuple[Estate, list[tuple[str, str]]]:
+def load(ctx: Context, path: str | Path) -> tuple[Estate, desired.EstateFiles]:
     """Read and validate the files; any problem stops here (exit 2, nothing changed).
 
     The path is made absolute first: the files' names are in the plan's fingerprint, and a
@@ -679,18 +681,26 @@ def resume_unfinished(ctx: Context) -> list[str]:
 
 
 def _force_delete(ctx: Context, names: Sequence[str]) -> None:
+    """Delete half-built servers of a dead apply: their tasks are taken over first (the dead
+    command's lease is expired: its state lock was taken over), never a live command's."""
+    todo = []
     with ctx.db.unit_of_work() as session:
-        for n in names:
-            inst = session.scalars(
+        found = list(
+            session.scalars(
                 select(Instance).where(
-                    Instance.name == n,
+                    Instance.name.in_(list(names)),
                     Instance.deleted == 0,
                     Instance.project_id == ctx.settings.project_id,
                 )
-            ).first()
-            if inst is not None and inst.task_state is not None:
-                inst.task_state = None  # its command is dead: the delete may go on
-    delete_servers(ctx, list(names), force=True)
+            )
+        )
+    for inst in found:
+        if inst.task_state is None or tasks.take_dead(ctx, inst.uuid)[0]:
+            todo.append(inst.name)
+        else:
+            ctx.progress.info(f"{inst.name}: another command holds it; left alone")
+    if todo:
+        delete_servers(ctx, todo, force=True)
 
 
 def apply(
@@ -699,8 +709,13 @@ def apply(
     estate: Estate,
     *,
     on_step: StepHook | None = None,
+    root: Path | None = None,
 ) -> ApplyReport:
-    """Execute ``plan``, made under the state lock the caller holds (see :func:`run_apply`)."""
+    """Execute ``plan``, made under the state lock the caller holds (see :func:`run_apply`).
+
+    ``root``: the tree given to ``-f``; the files Image documents name are checked again, as
+    they are read, to lie inside it.
+    """
     if plan.errors:
         raise InvalidInput(reason="the plan cannot be applied: " + "; ".join(plan.errors))
     run = state_store.start_run(ctx, plan.fingerprint)
@@ -733,7 +748,12 @@ def apply(
         changes = [c for c in plan.diff.changes if c.is_change]
         for c in changes:
             if c.kind != "Server" and c.action != "delete":
-                step(c.kind, c.name, c.action, functools.partial(_apply_catalog, ctx, estate, c))
+                step(
+                    c.kind,
+                    c.name,
+                    c.action,
+                    functools.partial(_apply_catalog, ctx, estate, c, root),
+                )
         servers = [c for c in changes if c.kind == "Server"]
         deletes = [c.name for c in servers if c.action == "delete"]
         if deletes:
@@ -759,7 +779,12 @@ def apply(
         _apply_power(ctx, [c for c in servers if c.action in ("create", "update", "move")], step)
         for c in changes:  # what the servers deleted above used goes last
             if c.kind != "Server" and c.action == "delete":
-                step(c.kind, c.name, c.action, functools.partial(_apply_catalog, ctx, estate, c))
+                step(
+                    c.kind,
+                    c.name,
+                    c.action,
+                    functools.partial(_apply_catalog, ctx, estate, c, root),
+                )
     except BaseException:
         state_store.finish_run(ctx, run, "interrupted", report.view())
         raise
@@ -767,7 +792,18 @@ def apply(
     return report
 
 
-def _apply_catalog(ctx: Context, estate: Estate, c: Change) -> None:
+def _image_file(doc: Any, value: str | None, root: Path | None) -> Path | None:
+    """The file an Image document names, resolved now (symlinks included): a file swapped for
+    a link out of the tree since the files were validated is refused, not copied."""
+    if value is None:
+        return None
+    real = Path(os.path.realpath(doc.resolve_path(value)))
+    if root is not None and not desired.inside(real, root):
+        raise InvalidInput(reason=f"{value} resolves outside {root}, the tree given to -f")
+    return real
+
+
+def _apply_catalog(ctx: Context, estate: Estate, c: Change, root: Path | None = None) -> None:
     if c.action in ("replace", "delete"):
         _delete_catalog(ctx, c.kind, c.name)
         with ctx.db.unit_of_work() as session:
@@ -812,9 +848,9 @@ def _apply_catalog(ctx: Context, estate: Estate, c: Change) -> None:
             images.add_image(
                 ctx,
                 c.name,
-                file=Path(doc.resolve_path(i.file)) if i.file else None,
-                kernel=Path(doc.resolve_path(i.kernel)) if i.kernel else None,
-                initrd=Path(doc.resolve_path(i.initrd)) if i.initrd else None,
+                file=_image_file(doc, i.file, root),
+                kernel=_image_file(doc, i.kernel, root),
+                initrd=_image_file(doc, i.initrd, root),
                 cmdline=i.cmdline,
                 properties=dict(i.properties),
                 min_ram_mb=i.min_ram_mb,
@@ -1011,7 +1047,10 @@ def run_apply(
         raise InvalidInput(reason="give -f PATH or --plan FILE")
     if saved is not None:
         prune = bool(saved.get("prune", False))
-    with state_store.state_lock(ctx, "apply", lock_timeout_s):
+    with (
+        state_store.state_lock(ctx, "apply", lock_timeout_s),
+        leases.command_lease(ctx, f"apply -f {source}"),
+    ):
         cleaned = resume_unfinished(ctx)
         hosts.refresh_stale(ctx)
         plan = make_plan(ctx, source, prune=prune)
@@ -1024,7 +1063,7 @@ def run_apply(
             return plan, report
         if not approve(plan):
             return plan, None
-        estate, _ = load(ctx, source)
-        report = apply(ctx, plan, estate, on_step=on_step)
+        estate, files = load(ctx, source)
+        report = apply(ctx, plan, estate, on_step=on_step, root=files.root)
         report.cleaned = cleaned
         return plan, report

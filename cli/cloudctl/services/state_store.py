@@ -2,9 +2,12 @@
 
 * **Lock**: one row per lock name in ``state_locks``. Taking the lock is inserting the row in its
   own short transaction; the unique name makes a second insert fail on SQLite and PostgreSQL
-  alike, and the loser reads who holds it. A holder whose process is gone (same machine, pid
-  dead) is taken over; otherwise the caller waits, polling, up to its timeout. ``pid`` 0 marks a
-  lock a person took with ``cloudctl state lock``: held until ``cloudctl state unlock``.
+  alike, and the loser reads who holds it. The lock is a lease: its holder renews
+  ``expires_at`` every third of ``command_lease_s`` (services/leases.py's keeper), and it is
+  stale only once that time has passed, whoever looks and from whichever machine or PID
+  namespace (a pid says nothing there). A stale lock is taken over with a compare-and-delete on
+  its expiry; otherwise the caller waits, polling, up to its timeout. ``pid`` 0 marks a lock a
+  person took with ``cloudctl state lock``: it never expires, ``cloudctl state unlock`` ends it.
 * **Journal**: ``apply_runs`` (one row per apply) and ``apply_steps`` (one per step, written
   before and after the step runs), so that an apply killed at any point can be found and run
   again to convergence.
@@ -17,24 +20,22 @@ Every function is one short transaction (the ownership helpers can also join the
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
-import socket
 import time
 import uuid as uuidlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cloudctl.db.models import ApplyRun, ApplyStep, ManagedResource, StateLock
+from cloudctl.db.models import ApplyRun, ApplyStep, CommandLease, ManagedResource, StateLock
 from cloudctl.errors import InvalidInput, LockHeld
+from cloudctl.services import leases
 from cloudctl.services.context import Context
 
 DEFAULT_LOCK = "default"
@@ -50,43 +51,15 @@ _STEP_FINAL = frozenset({"done", "failed", "skipped"})
 _STEP_OPEN = ("pending", "running", "failed")
 
 
-# -- who we are ----------------------------------------------------------------------------------
-def hostname() -> str:
-    """This machine's name, as locks and runs record it."""
-    return socket.gethostname()
-
-
-def holder_name() -> str:
-    """``user@host`` of this process."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        user = f"uid{os.getuid()}"
-    return f"{user}@{hostname()}"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (a zombie counts as gone)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    # The state follows the parenthesised command name, which may itself hold spaces.
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+# -- who we are: the lease's owner (services/leases.py) ----------------------------------------
+hostname = leases.hostname
+holder_name = leases.holder_name
 
 
 # -- the lock ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LockInfo:
-    """Who holds a lock, since when, for what."""
+    """Who holds a lock, since when, for what, and until when unless renewed."""
 
     name: str
     holder: str
@@ -95,15 +68,21 @@ class LockInfo:
     operation: str
     acquired_at: datetime
     info: str | None = None
+    boot_id: str | None = None
+    pid_ns: str | None = None
+    start_time: int | None = None
+    heartbeat_at: datetime | None = None
+    #: None: held by a person, never expires.
+    expires_at: datetime | None = None
 
     @property
     def by_hand(self) -> bool:
         """Taken by ``cloudctl state lock``: held until ``state unlock``."""
         return self.pid == HUMAN_PID
 
-    def stale(self) -> bool:
-        """The holder's process is gone (it ran on this machine and its pid is dead)."""
-        return not self.by_hand and self.hostname == hostname() and not pid_alive(self.pid)
+    def stale(self, now: datetime) -> bool:
+        """Its holder stopped renewing it: the process died (on whichever machine)."""
+        return not self.by_hand and self.expires_at is not None and self.expires_at < now
 
     def describe(self) -> str:
         """``alice@ci-3 (pid 4242, apply since 2026-11-24T10:00:00+00:00: reason)``."""
@@ -112,18 +91,22 @@ class LockInfo:
         since = self.acquired_at.isoformat(timespec="seconds")
         return f"{self.holder} ({who}, {self.operation} since {since}{reason})"
 
-    def view(self) -> dict[str, Any]:
+    def view(self, now: datetime) -> dict[str, Any]:
         """JSON-friendly."""
         return {
             "name": self.name,
             "holder": self.holder,
             "pid": self.pid,
             "hostname": self.hostname,
+            "boot_id": self.boot_id,
+            "pid_ns": self.pid_ns,
             "operation": self.operation,
             "acquired_at": self.acquired_at.isoformat(),
+            "heartbeat_at": self.heartbeat_at.isoformat() if self.heartbeat_at else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "info": self.info,
             "by_hand": self.by_hand,
-            "stale": self.stale(),
+            "stale": self.stale(now),
         }
 
 
@@ -136,6 +119,11 @@ def _lock_info(row: StateLock) -> LockInfo:
         operation=row.operation,
         acquired_at=row.acquired_at,
         info=row.info,
+        boot_id=row.boot_id,
+        pid_ns=row.pid_ns,
+        start_time=row.start_time,
+        heartbeat_at=row.heartbeat_at,
+        expires_at=row.expires_at,
     )
 
 
@@ -145,19 +133,46 @@ def _read_lock(ctx: Context, name: str) -> LockInfo | None:
         return _lock_info(row) if row is not None else None
 
 
-def _delete_lock(ctx: Context, held: LockInfo) -> bool:
-    """Remove the lock only if it is still exactly ``held`` (compare-and-delete)."""
+def _same(held: LockInfo) -> list[Any]:
+    return [
+        StateLock.name == held.name,
+        StateLock.pid == held.pid,
+        StateLock.hostname == held.hostname,
+        StateLock.holder == held.holder,
+        StateLock.acquired_at == held.acquired_at,
+    ]
+
+
+def _delete_lock(ctx: Context, held: LockInfo, *, expired_by: datetime | None = None) -> bool:
+    """Remove the lock only if it is still exactly ``held`` (compare-and-delete), and with
+    ``expired_by`` only if it is still expired then (not renewed meanwhile)."""
+    conds = _same(held)
+    if expired_by is not None:
+        conds += [StateLock.expires_at.is_not(None), StateLock.expires_at < expired_by]
     with ctx.db.unit_of_work() as session:
-        result = session.execute(
-            delete(StateLock).where(
-                StateLock.name == held.name,
-                StateLock.pid == held.pid,
-                StateLock.hostname == held.hostname,
-                StateLock.holder == held.holder,
-                StateLock.acquired_at == held.acquired_at,
-            )
-        )
+        result = session.execute(delete(StateLock).where(*conds))
         return bool(getattr(result, "rowcount", 0))
+
+
+def _renewer(ctx: Context, held: LockInfo) -> Any:
+    lease_s = max(1, int(ctx.settings.command_lease_s))
+
+    def renew() -> bool:
+        now = ctx.clock()
+        with ctx.db.unit_of_work() as session:
+            result = session.execute(
+                update(StateLock)
+                .where(*_same(held))
+                .values(heartbeat_at=now, expires_at=now + timedelta(seconds=lease_s))
+                .execution_options(synchronize_session=False)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    return renew
+
+
+def _keeper_key(held: LockInfo) -> str:
+    return f"state-lock:{held.name}:{held.acquired_at.isoformat()}"
 
 
 def _held_error(held: LockInfo, waited_s: float | None = None) -> LockHeld:
@@ -165,7 +180,8 @@ def _held_error(held: LockInfo, waited_s: float | None = None) -> LockHeld:
     hint = (
         "`cloudctl state unlock` releases it"
         if held.by_hand
-        else "if that process is gone, `cloudctl state unlock --force` breaks it"
+        else "it is taken over once its holder stops renewing it; "
+        "`cloudctl state unlock --force` breaks it"
     )
     return LockHeld(
         f"state lock {held.name!r} is held by {held.describe()}{waited}; {hint}",
@@ -189,25 +205,38 @@ def acquire_lock(
 ) -> LockInfo:
     """Take lock ``name`` for ``operation``, waiting up to ``timeout_s`` seconds.
 
-    ``pid`` defaults to this process; :data:`HUMAN_PID` (0) takes it for a person until
-    ``state unlock``. A holder that ran on this machine and whose process is gone is taken over
-    (said through ``ctx.progress``). Raises :class:`LockHeld` naming holder, pid and since when.
+    ``pid`` defaults to this process, which then renews the lock as a lease (services/
+    leases.py) until it releases it; :data:`HUMAN_PID` (0) takes it for a person until
+    ``state unlock``, with no expiry. A holder whose lease expired is taken over (said through
+    ``ctx.progress``). Raises :class:`LockHeld` naming holder, pid and since when.
     """
     if timeout_s < 0:
         raise InvalidInput(reason=f"lock timeout must be >= 0, got {timeout_s:g}")
+    human = pid == HUMAN_PID
+    owner = leases.Owner.current()
+    lease_s = max(1, int(ctx.settings.command_lease_s))
     me = LockInfo(
         name=name,
-        holder=holder_name(),
-        pid=os.getpid() if pid is None else pid,
-        hostname=hostname(),
+        holder=owner.holder,
+        pid=owner.pid if pid is None else pid,
+        hostname=owner.hostname,
         operation=operation,
         acquired_at=ctx.clock(),
         info=info,
+        boot_id=None if human else owner.boot_id,
+        pid_ns=None if human else owner.pid_ns,
+        start_time=None if human else owner.start_time,
     )
     deadline = time.monotonic() + timeout_s
     told = False
     while True:
-        me = replace(me, acquired_at=ctx.clock())
+        now = ctx.clock()
+        me = replace(
+            me,
+            acquired_at=now,
+            heartbeat_at=None if human else now,
+            expires_at=None if human else now + timedelta(seconds=lease_s),
+        )
         try:
             with ctx.db.unit_of_work() as session:
                 session.add(
@@ -219,20 +248,27 @@ def acquire_lock(
                         operation=me.operation,
                         acquired_at=me.acquired_at,
                         info=me.info,
+                        boot_id=me.boot_id,
+                        pid_ns=me.pid_ns,
+                        start_time=me.start_time,
+                        heartbeat_at=me.heartbeat_at,
+                        expires_at=me.expires_at,
                     )
                 )
+            if not human:
+                leases.KEEPER.register(_keeper_key(me), _renewer(ctx, me), lease_s / 3)
             return me
         except IntegrityError:
             pass
         held = _read_lock(ctx, name)
         if held is None:
             continue  # released between our insert and our read: try again at once
-        if held.stale():
+        if held.stale(ctx.clock()):
             ctx.progress.info(
                 f"state lock {name!r}: holder {held.holder} (pid {held.pid}, "
-                f"{held.operation}) is gone; taking the lock over"
+                f"{held.operation}) stopped renewing it; taking the lock over"
             )
-            _delete_lock(ctx, held)
+            _delete_lock(ctx, held, expired_by=ctx.clock())
             continue
         left = deadline - time.monotonic()
         if left <= 0:
@@ -250,19 +286,27 @@ def release_lock(
 ) -> LockInfo | None:
     """Release lock ``name``; returns what was released (None if nobody held it).
 
-    Only its holder releases it: the same process (``pid``, default this one, on this machine),
-    anyone for a lock taken by hand when ``pid`` is :data:`HUMAN_PID`, or anyone when the
-    holder's process is gone. ``force`` breaks any lock. Raises :class:`LockHeld` otherwise.
+    Only its holder releases it: the same process (``pid``, default this one: same pid, boot
+    and PID namespace), anyone for a lock taken by hand when ``pid`` is :data:`HUMAN_PID`, or
+    anyone once its lease expired. ``force`` breaks any lock. Raises :class:`LockHeld` otherwise.
     """
-    mine = os.getpid() if pid is None else pid
+    me = leases.Owner.current()
+    mine = me.pid if pid is None else pid
     while True:
         held = _read_lock(ctx, name)
         if held is None:
             return None
-        own = held.pid == mine and (held.by_hand or held.hostname == hostname())
-        if not (force or own or held.stale()):
+        same_process = (
+            held.pid == mine
+            and held.hostname == me.hostname
+            and held.boot_id in (None, me.boot_id)
+            and held.pid_ns in (None, me.pid_ns)
+        )
+        own = held.pid == mine and (held.by_hand or same_process)
+        if not (force or own or held.stale(ctx.clock())):
             raise _held_error(held)
         if _delete_lock(ctx, held):
+            leases.KEEPER.unregister(_keeper_key(held))
             return held
         # Changed under us (released, or taken by someone else): look again.
 
@@ -270,7 +314,7 @@ def release_lock(
 def lock_status(ctx: Context, name: str = DEFAULT_LOCK) -> dict[str, Any] | None:
     """The lock's holder as a dict (with ``stale``), or None when free."""
     held = _read_lock(ctx, name)
-    return held.view() if held is not None else None
+    return held.view(ctx.clock()) if held is not None else None
 
 
 @contextlib.contextmanager
@@ -282,6 +326,7 @@ def state_lock(
     try:
         yield held
     finally:
+        leases.KEEPER.unregister(_keeper_key(held))
         if not _delete_lock(ctx, held):
             ctx.progress.info(f"state lock {name!r} was broken while {operation} ran")
 
@@ -293,7 +338,7 @@ def _check(kind: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def start_run(ctx: Context, fingerprint: str | None) -> str:
-    """Open an apply run (status running) for this process; returns its UUID."""
+    """Open an apply run (status running) for this process's command lease; returns its UUID."""
     run_uuid = str(uuidlib.uuid4())
     with ctx.db.unit_of_work() as session:
         session.add(
@@ -305,6 +350,7 @@ def start_run(ctx: Context, fingerprint: str | None) -> str:
                 holder=holder_name(),
                 pid=os.getpid(),
                 hostname=hostname(),
+                lease_uuid=ctx.lease.uuid if ctx.lease is not None else None,
             )
         )
     return run_uuid
@@ -391,7 +437,9 @@ def _step_view(step: ApplyStep) -> dict[str, Any]:
     }
 
 
-def _run_view(session: Session, run: ApplyRun, *, open_steps_only: bool = True) -> dict[str, Any]:
+def _run_view(
+    session: Session, run: ApplyRun, now: datetime, *, open_steps_only: bool = True
+) -> dict[str, Any]:
     stmt = select(ApplyStep).where(ApplyStep.apply_uuid == run.uuid)
     if open_steps_only:
         stmt = stmt.where(ApplyStep.status.in_(_STEP_OPEN))
@@ -405,16 +453,18 @@ def _run_view(session: Session, run: ApplyRun, *, open_steps_only: bool = True) 
         "pid": run.pid,
         "hostname": run.hostname,
         "summary": run.summary,
-        "stale": run.status == "running" and _run_dead(run, holding_lock=False),
+        "stale": run.status == "running" and _run_dead(session, run, now, holding_lock=False),
         "steps": [_step_view(s) for s in session.scalars(stmt.order_by(ApplyStep.seq))],
     }
 
 
-def _run_dead(run: ApplyRun, *, holding_lock: bool) -> bool:
-    if run.hostname == hostname():
-        return run.pid != os.getpid() and not pid_alive(run.pid)
-    # Another machine's process cannot be asked; under the state lock it cannot be applying.
-    return holding_lock
+def _run_dead(session: Session, run: ApplyRun, now: datetime, *, holding_lock: bool) -> bool:
+    """A running run whose command lease is gone or expired: its apply died (anywhere)."""
+    if run.lease_uuid is None:
+        # Written by an older cloudctl: no lease to ask; under the state lock no apply runs.
+        return holding_lock
+    row = session.scalars(select(CommandLease).where(CommandLease.uuid == run.lease_uuid)).first()
+    return row is None or row.expires_at < now
 
 
 def unfinished_runs(ctx: Context, *, holding_lock: bool = False) -> list[dict[str, Any]]:
@@ -427,14 +477,19 @@ def unfinished_runs(ctx: Context, *, holding_lock: bool = False) -> list[dict[st
         runs = session.scalars(
             select(ApplyRun).where(ApplyRun.status == "running").order_by(ApplyRun.id)
         )
-        return [_run_view(session, r) for r in runs if _run_dead(r, holding_lock=holding_lock)]
+        now = ctx.clock()
+        return [
+            _run_view(session, r, now)
+            for r in runs
+            if _run_dead(session, r, now, holding_lock=holding_lock)
+        ]
 
 
 def recent_runs(ctx: Context, limit: int = 5) -> list[dict[str, Any]]:
     """The last ``limit`` runs, newest first, each with its open steps."""
     with ctx.db.unit_of_work() as session:
         runs = session.scalars(select(ApplyRun).order_by(ApplyRun.id.desc()).limit(limit))
-        return [_run_view(session, r) for r in runs]
+        return [_run_view(session, r, ctx.clock()) for r in runs]
 
 
 def run_steps(ctx: Context, run_uuid: str) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from cloudctl.services.compute.boot import (
     BootRequest,
     boot,
+    build_in_worker,
     build_instances,
     host_states,
     instance_names,
@@ -31,6 +32,7 @@ __all__ = [
     "action_list",
     "action_show",
     "boot",
+    "build_in_worker",
     "build_instances",
     "config_drive_files",
     "console",

@@ -39,7 +39,8 @@ from cloudctl.scheduler.registry import (
     load_filters,
     load_weighers,
 )
-from cloudctl.services import actions, hosts, network, quotas, server_groups
+from cloudctl.services import actions, hosts, images, leases, network, quotas, server_groups
+from cloudctl.services.compute import tasks
 from cloudctl.services.compute.common import (
     base_files,
     by_uuid,
@@ -125,20 +126,38 @@ def boot(ctx: Context, req: BootRequest, *, wait: bool = True) -> list[dict[str,
     """Validate, create, schedule and claim; then build (inline, or in a detached worker)."""
     request_id = actions.new_request_id()
     hosts.refresh_stale(ctx)
-    uuids = create_and_claim(ctx, req, request_id)
-    if wait:
-        build_instances(ctx, uuids, request_id)
-    else:
-        launch_worker(ctx.settings, ["_build", request_id, *uuids])
+    what = f"boot {req.name}" + (f" --count {req.count}" if req.count > 1 else "")
+    with leases.command_lease(ctx, what, request_id=request_id) as lease:
+        uuids = create_and_claim(ctx, req, request_id)
+        if wait:
+            build_instances(ctx, uuids, request_id)
+        else:
+            launch_worker(ctx.settings, ["_build", request_id, *uuids, "--lease", lease.uuid])
+            lease.handed_off = True
     return [show_instance(ctx, u) for u in uuids]
+
+
+def build_in_worker(
+    ctx: Context, request_id: str, uuids: Sequence[str], lease_uuid: str | None
+) -> None:
+    """The ``boot --no-wait`` worker: carry on the parent's lease and build."""
+    if lease_uuid is None:
+        with leases.command_lease(ctx, "boot (worker)", request_id=request_id):
+            build_instances(ctx, uuids, request_id)
+        return
+    with leases.carry_on(ctx, lease_uuid, "boot (worker)"):
+        build_instances(ctx, uuids, request_id)
 
 
 def create_and_claim(ctx: Context, req: BootRequest, request_id: str) -> list[str]:
     """Validate, create the instances (BUILDING) and claim their hosts; nothing spawned yet.
 
     ``apply`` creates many requests this way under one ``request_id`` and builds them all in
-    one play with :func:`build_instances`. Compare-and-swap conflicts are retried.
+    one play with :func:`build_instances`. Compare-and-swap conflicts are retried. The
+    instances are created in a task owned by the command's lease (``ctx.lease``).
     """
+    if ctx.lease is None:
+        raise AssertionError("create_and_claim runs under a command lease")
     names = instance_names(req)
     az, force_host = parse_az(req.availability_zone)
     user_data = validation.user_data(req.user_data) if req.user_data is not None else None
@@ -167,6 +186,7 @@ def _create_and_claim(
     with ctx.db.unit_of_work() as session:
         flavor = get_flavor(session, req.flavor)
         image = get_image(session, req.image)
+        images.require_image_files(image)
         _check_image_fits(image, flavor.memory_mb, flavor.root_gb)
         key: KeyPair | None = (
             get_keypair(session, s.user_id, req.key_name) if req.key_name else None
@@ -236,6 +256,7 @@ def _create_and_claim(
                 swap_mb=flavor.swap_mb,
                 vm_state=VmState.BUILDING,
                 task_state=TaskState.SCHEDULING,
+                task_owner=ctx.lease.uuid if ctx.lease else None,
                 power_state=PowerState.NOSTATE,
                 availability_zone=az,
                 key_name=key.name if key else None,
@@ -591,7 +612,7 @@ def _reschedule(ctx: Context, inst_uuid: str, request_id: str, tried: list[str])
                 ledger.claim(session, host, inst.uuid, resources, sel.host.generation)
                 inst.host = host
                 inst.availability_zone = host.availability_zone
-                inst.task_state = TaskState.BLOCK_DEVICE_MAPPING
+                tasks.advance(session, ctx, inst, TaskState.BLOCK_DEVICE_MAPPING)
                 actions.finish_event(session, act, "reschedule", ctx.clock(), host=host.name)
                 actions.start_event(session, act, "block_device_mapping", ctx.clock(), host.name)
                 ctx.progress.info(f"{inst.name}: rescheduled to {host.name}")
@@ -609,11 +630,13 @@ def _mark_spawning(ctx: Context, uuids: Sequence[str], request_id: str) -> None:
         now = ctx.clock()
         for u in uuids:
             inst = by_uuid(session, u)
-            if inst.task_state == TaskState.BLOCK_DEVICE_MAPPING:
+            if inst.task_state == TaskState.BLOCK_DEVICE_MAPPING and tasks.owned(
+                session, ctx, inst
+            ):
                 act = actions.current_action(session, u, request_id)
                 host = inst.host.name if inst.host else None
                 actions.finish_event(session, act, "block_device_mapping", now, host=host)
-                inst.task_state = TaskState.SPAWNING
+                tasks.advance(session, ctx, inst, TaskState.SPAWNING)
                 actions.start_event(session, act, "spawn", now, host)
 
 
@@ -628,10 +651,10 @@ def _finish_build(ctx: Context, uuids: Sequence[str], request_id: str, result: R
             actions.finish_event(session, act, "block_device_mapping", now, host=host)
             actions.finish_event(session, act, "spawn", now, host=host)
             actions.finish_action(act, now)
+            tasks.finish(session, ctx, inst)
             if inst.host is not None:
                 inst.host.failed_builds = 0
             inst.vm_state = VmState.ACTIVE
-            inst.task_state = None
             inst.power_state = PowerState.from_libvirt(states.get(inst.domain_name, "nostate"))
             inst.launched_at = now
 
@@ -654,6 +677,8 @@ def _fail_build(
         now = ctx.clock()
         for u in uuids:
             inst = by_uuid(session, u)
+            if not tasks.owned(session, ctx, inst):
+                continue  # its lease was taken over: the controller settling it records it
             host = inst.host.name if inst.host else None
             act = actions.current_action(session, u, request_id)
             for event in ("spawn", "block_device_mapping", "reschedule"):
@@ -663,6 +688,6 @@ def _fail_build(
             actions.add_fault(session, inst, f"Build failed: {reason}", details, now, host)
             ledger.release(session, u)
             network.release_fixed_ips(session, u)
+            tasks.finish(session, ctx, inst)
             inst.vm_state = VmState.ERROR
-            inst.task_state = None
             inst.power_state = PowerState.NOSTATE

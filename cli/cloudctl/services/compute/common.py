@@ -2,39 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import ipaddress
 import os
 import subprocess
 import sys
-import time
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
-from datetime import timedelta
-from enum import Enum
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal, TextIO
+from typing import Any, Final, Literal
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from cloudctl.db.models import Host, Image, Instance, KeyPair, Snapshot
 from cloudctl.domain import validation
 from cloudctl.domain.settings import Settings
-from cloudctl.domain.states import ACTION_STATES, Accepts, VmState, refusal
+from cloudctl.domain.states import VmState
 from cloudctl.errors import (
     CloudctlError,
     InvalidState,
-    LockHeld,
     NotFound,
 )
 from cloudctl.executor.base import EventHandler, RunEvent, RunRequest, RunResult
 from cloudctl.executor.events import rename_guests
 from cloudctl.render import render_config_drive
 from cloudctl.render.spec import ConfigDriveSpec, DiskSpec, DomainSpec, NetworkConfigNic, NicSpec
-from cloudctl.services import actions, hosts, network
+from cloudctl.services import actions, hosts, images, network
+from cloudctl.services.compute import tasks
 from cloudctl.services.context import Context
 
 
@@ -60,6 +54,7 @@ def base_files(image: Image | None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if image is None:
         return out
+    images.require_image_files(image)  # one clear line on a controller that lacks them
     for src, checksum in (
         (image.path, image.checksum),
         (image.kernel_path, image.kernel_checksum),
@@ -67,10 +62,7 @@ def base_files(image: Image | None) -> list[dict[str, Any]]:
     ):
         if not src or not checksum or any(e["checksum"] == checksum for e in out):
             continue
-        entry: dict[str, Any] = {"src": src, "checksum": checksum}
-        with contextlib.suppress(OSError):  # a missing source fails the copy, with its path
-            entry["size"] = Path(src).stat().st_size
-        out.append(entry)
+        out.append({"src": src, "checksum": checksum, "size": Path(src).stat().st_size})
     return out
 
 
@@ -301,6 +293,34 @@ def destroy_on_hosts(ctx: Context, uuids: Sequence[str]) -> RunResult:
     )
 
 
+def destroy_on(
+    ctx: Context, host_name: str, inst_uuid: str, *, keep_files: bool, description: str
+) -> str | None:
+    """Remove one instance's domain (and, unless ``keep_files``, its files) from ``host_name``,
+    whatever the books say its host is; None when done, else why not (a host that lost them
+    already is fine)."""
+    with ctx.db.unit_of_work() as session:
+        inst = by_uuid(session, inst_uuid)
+        target = hosts.host_target(hosts.get_host(session, host_name))
+        domain = inst.domain_name
+    try:
+        result = ctx.executor.run(
+            RunRequest(
+                playbook="destroy.yml",
+                hosts=(target,),
+                extravars={
+                    "cloudctl_domains": {target.name: [{"name": domain, "state": "absent"}]},
+                    "cloudctl_disks": {target.name: [] if keep_files else [{"uuid": inst_uuid}]},
+                },
+                description=description,
+            ),
+            looked_up_progress(ctx),
+        )
+    except CloudctlError as exc:
+        return str(exc)
+    return None if result.ok else failure_reason(result)
+
+
 def fail_action(
     ctx: Context,
     uuids: Sequence[str],
@@ -316,194 +336,65 @@ def fail_action(
         now = ctx.clock()
         for u in uuids:
             inst = by_uuid(session, u)
+            if not tasks.owned(session, ctx, inst):
+                continue  # its lease was taken over: the controller settling it records it
             host = inst.host.name if inst.host else None
             act = actions.current_action(session, u, request_id)
             actions.finish_event(session, act, event, now, actions.ERROR, details, host)
             actions.finish_action(act, now, message="Error")
             actions.add_fault(session, inst, f"{act.action} failed: {reason}", details, now, host)
-            inst.task_state = None
+            tasks.finish(session, ctx, inst)
             if to_error:
                 inst.vm_state = VmState.ERROR
 
 
-class _Table(Enum):
-    ROW = "row"
-
-
 #: ``check_state``'s default: the action's row of ``ACTION_STATES`` (domain/states.py).
-FROM_TABLE: Final = _Table.ROW
+FROM_TABLE: Final = tasks.FROM_TABLE
 
 
 def check_state(
     ctx: Context,
     inst: Instance,
     action: str,
-    vm_states: Sequence[str] | Literal[_Table.ROW] | None = FROM_TABLE,
+    vm_states: Collection[str] | Literal["row"] | None = FROM_TABLE,
     *,
-    task_states: Collection[str | None] | Literal[_Table.ROW] | None = FROM_TABLE,
+    task_states: Collection[str | None] | Literal["row"] | None = FROM_TABLE,
 ) -> None:
     """Nova's check_instance_state and check_instance_lock: refuse what the state does not allow.
 
     ``action`` names a row of :data:`~cloudctl.domain.states.ACTION_STATES`; explicit
     ``vm_states`` / ``task_states`` (``None`` = any) replace the row's, and without a row they
-    default to any vm_state and no task in progress. A task_state older than
-    ``spawn_timeout_s`` counts as none: the command that set it died. Raises
-    :class:`InvalidState` with the one-line reason.
+    default to any vm_state and no task in progress. This is a read, for an early one-line
+    error; what decides is the claim (:func:`cloudctl.services.compute.tasks.claim`). Raises
+    :class:`InvalidState` (:class:`InstanceBusy` when another command holds the task).
     """
-    row = ACTION_STATES.get(action, Accepts(None))
-    if vm_states is not FROM_TABLE or task_states is not FROM_TABLE:
-        row = replace(
-            row,
-            vm_states=row.vm_states
-            if vm_states is FROM_TABLE
-            else (None if vm_states is None else frozenset(vm_states)),
-            task_states=row.task_states
-            if task_states is FROM_TABLE
-            else (None if task_states is None else frozenset(task_states)),
-        )
-    stale = inst.updated_at is not None and ctx.clock() - inst.updated_at > timedelta(
-        seconds=ctx.settings.spawn_timeout_s
-    )
-    reason = refusal(
-        action,
-        name=inst.name,
-        vm_state=inst.vm_state,
-        task_state=None if stale else inst.task_state,
-        locked=inst.locked,
-        locked_reason=inst.locked_reason,
-        accepts=row,
-    )
-    if reason is not None:
-        raise InvalidState(
-            reason,
-            action=action,
-            name=inst.name,
-            vm_state=inst.vm_state,
-            task_state=inst.task_state,
-            locked=inst.locked,
-        )
-
-
-class InstanceLocks:
-    """The per-instance locks one command holds; see :func:`instance_locks`."""
-
-    def __init__(self) -> None:
-        self._gone: set[str] = set()
-
-    def discard(self, uuid: str) -> None:
-        """Remove ``uuid``'s lock file on release: the instance is deleted for good.
-
-        It is unlinked while still held, so a command waiting on it finds, once it gets the
-        lock, that the file it locked is no longer the lock (and then finds the instance gone).
-        """
-        self._gone.add(uuid)
-
-    def discarded(self, uuid: str) -> bool:
-        """Whether :meth:`discard` was called for ``uuid``."""
-        return uuid in self._gone
-
-
-def _lock_path(ctx: Context, uuid: str) -> Path:
-    return ctx.settings.home / "locks" / f"instance-{uuid}.lock"
-
-
-def _acquire(ctx: Context, path: Path, uuid: str, what: str, deadline: float) -> TextIO:
-    """An open file of ``path`` holding its ``flock``; waits until ``deadline``."""
-    told = False
-    while True:
-        handle = path.open("a")
-        try:
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LockHeld(
-                            name=f"instance {uuid}", holder="another cloudctl command"
-                        ) from None
-                    if not told:
-                        ctx.progress.info(f"waiting for another command on instance {uuid}{what}")
-                        told = True
-                    time.sleep(0.1)
-            try:
-                current = path.stat().st_ino
-            except FileNotFoundError:
-                current = None
-            # The holder we waited for deleted the instance and removed the file: the lock we
-            # got is on a file nobody else will open. Lock the one at the path now.
-            if current == os.fstat(handle.fileno()).st_ino:
-                return handle
-        except BaseException:
-            handle.close()
-            raise
-        handle.close()
-
-
-@contextlib.contextmanager
-def instance_locks(
-    ctx: Context, uuids: Iterable[str], *, what: str = ""
-) -> Iterator[InstanceLocks]:
-    """Hold the per-instance locks of ``uuids`` (Nova's ``@synchronized(instance.uuid)``).
-
-    A flow that takes them around its host work (check_state, task_state, play, result) never
-    overlaps another such flow on the same instance: a second command waits (up to
-    ``spawn_timeout_s``) instead of racing it on the host. They are ``flock`` files under the
-    cloudctl home, so they serialise the commands of one controller; a dead process releases
-    its locks with its file descriptors. Taken in UUID order, so two batches cannot deadlock.
-    The files of instances the flow deleted (:meth:`InstanceLocks.discard`) are removed.
-    """
-    (ctx.settings.home / "locks").mkdir(parents=True, exist_ok=True)
-    wait_s = ctx.settings.spawn_timeout_s
-    held = InstanceLocks()
-    with contextlib.ExitStack() as stack:
-        for u in sorted(set(uuids)):
-            path = _lock_path(ctx, u)
-            handle = stack.enter_context(_acquire(ctx, path, u, what, time.monotonic() + wait_s))
-            # LIFO: the file goes before its lock is released (see InstanceLocks.discard)
-            stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
-            stack.callback(_unlink_if, held, u, path)
-        yield held
-
-
-def _unlink_if(held: InstanceLocks, uuid: str, path: Path) -> None:
-    if held.discarded(uuid):
-        path.unlink(missing_ok=True)
-
-
-def instances_busy(ctx: Context, uuids: Iterable[str]) -> frozenset[str]:
-    """The instances whose lock a live cloudctl command holds right now (never waits).
-
-    Reconcile leaves them alone: their task_state and allocations are that command's to change.
-    """
-    busy = set()
-    for u in uuids:
-        try:  # read-only, no O_CREAT: looking never makes a lock file
-            fd = os.open(_lock_path(ctx, u), os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            busy.add(u)
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-    return frozenset(busy)
+    session = object_session(inst)
+    assert session is not None, "check_state needs an instance of a session"
+    tasks.check(session, ctx, inst, action, vm_states, task_states=task_states)
 
 
 def launch_worker(settings: Settings, args: Sequence[str]) -> None:
-    """Run ``cloudctl <args>`` detached (``--no-wait``): it outlives this command."""
+    """Run ``cloudctl <args>`` detached (``--no-wait``): it outlives this command.
+
+    The database URL (its password included) goes in the worker's environment, which only its
+    user and root can read, never on its command line, which every local user can (``ps``).
+    """
     log_dir = settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log = (log_dir / "worker.log").open("ab")
+    env = {
+        **os.environ,
+        "CLOUDCTL_DB": settings.db_url,
+        # absolute: the worker runs from the home directory
+        "CLOUDCTL_HOME": str(settings.home.absolute()),
+    }
     subprocess.Popen(
-        [sys.executable, "-m", "cloudctl", "--db", settings.db_url, *args],
+        [sys.executable, "-m", "cloudctl", *args],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
         start_new_session=True,
         cwd=str(Path.home()),
+        env=env,
     )
     log.close()

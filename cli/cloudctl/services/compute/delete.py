@@ -15,9 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
 from cloudctl import ledger
-from cloudctl.db.models import Instance
+from cloudctl.audit import MOVING_STATUSES
+from cloudctl.db.models import Instance, Migration
 from cloudctl.domain.states import PowerState, TaskState, VmState
 from cloudctl.errors import (
     CloudctlError,
@@ -25,7 +27,8 @@ from cloudctl.errors import (
     NotFound,
     OperationFailed,
 )
-from cloudctl.services import actions, network
+from cloudctl.services import actions, leases, network
+from cloudctl.services.compute import tasks
 from cloudctl.services.compute.common import (
     by_uuid,
     check_state,
@@ -33,7 +36,6 @@ from cloudctl.services.compute.common import (
     fail_action,
     failure_reason,
     get_instance,
-    instance_locks,
     run_error,
 )
 from cloudctl.services.compute.power import power
@@ -75,6 +77,22 @@ def delete(ctx: Context, names: Sequence[str], *, force: bool = False) -> list[d
     request_id = actions.new_request_id()
     views: list[dict[str, Any]] = []
     errors: list[CloudctlError] = []
+    with leases.command_lease(ctx, f"delete {' '.join(names)}", request_id=request_id):
+        _delete(ctx, soft, hard, hard_action, request_id, views, errors)
+    if errors:
+        raise errors[0]
+    return sorted(views, key=lambda v: order.index(v["uuid"]))
+
+
+def _delete(
+    ctx: Context,
+    soft: Sequence[str],
+    hard: Sequence[str],
+    hard_action: str,
+    request_id: str,
+    views: list[dict[str, Any]],
+    errors: list[CloudctlError],
+) -> None:
     if soft:
         ctx.progress.info(f"soft-deleting {len(soft)} instance(s)")
         try:
@@ -87,9 +105,6 @@ def delete(ctx: Context, names: Sequence[str], *, force: bool = False) -> list[d
             views += hard_delete(ctx, hard, hard_action, request_id)
         except CloudctlError as exc:
             errors.append(exc)
-    if errors:
-        raise errors[0]
-    return sorted(views, key=lambda v: order.index(v["uuid"]))
 
 
 def hard_delete(
@@ -100,34 +115,35 @@ def hard_delete(
     *,
     skip_refused: bool = False,
 ) -> list[dict[str, Any]]:
-    """Remove instances from their hosts and the books, under their locks.
+    """Remove instances from their hosts and the books.
 
-    ``action`` is the row of ACTION_STATES checked again once the locks are held (``delete``,
-    ``force_delete`` or ``reclaim``); ``skip_refused`` leaves out the instances it refuses
-    instead of failing (the reclaim: one restored meanwhile is no error).
+    ``action`` is the row of ACTION_STATES the claim checks (``delete``, ``force_delete`` or
+    ``reclaim``); the claim (DELETING, in SQL under the command's lease) is what stops another
+    command, on any controller, from driving the guest meanwhile. ``skip_refused`` leaves out
+    the instances it refuses instead of failing (the reclaim: one restored meanwhile is no
+    error); otherwise all are claimed in one transaction or none.
     """
     recorded = {"delete": "delete", "force_delete": "forceDelete", "reclaim": "delete"}[action]
     event = "reclaim" if action == "reclaim" else "terminate"
-    with instance_locks(ctx, uuids) as locks:
+    with leases.command_lease(ctx, f"{recorded} {len(uuids)} instance(s)", request_id=request_id):
         todo: list[str] = []
-        with ctx.db.unit_of_work() as session:
+
+        def claim(session: Session, batch: Sequence[str]) -> None:
             now = ctx.clock()
-            for u in uuids:
-                inst = by_uuid(session, u)
-                try:
-                    if inst.deleted:
-                        raise NotFound(kind="instance", name=inst.uuid)
-                    check_state(ctx, inst, action)
-                except (InvalidState, NotFound):
-                    if skip_refused:
-                        continue
-                    raise
-                todo.append(u)
-            for u in todo:
-                inst = by_uuid(session, u)
-                inst.task_state = TaskState.DELETING
+            for inst in tasks.claim(session, ctx, batch, action, TaskState.DELETING, now=now):
                 act = actions.start_action(session, inst, recorded, request_id, now)
                 actions.start_event(session, act, event, now, inst.host.name if inst.host else None)
+
+        if skip_refused:
+            for u in uuids:
+                try:
+                    tasks.start(ctx, lambda session, u=u: claim(session, [u]))  # type: ignore[misc]
+                except (InvalidState, NotFound):
+                    continue
+                todo.append(u)
+        else:
+            tasks.start(ctx, lambda session: claim(session, uuids))
+            todo = list(uuids)
         if not todo:
             return []
         try:
@@ -148,19 +164,10 @@ def hard_delete(
                 act = actions.current_action(session, u, request_id)
                 actions.finish_event(session, act, event, now)
                 actions.finish_action(act, now)
-                ledger.release(session, u)
-                network.release_fixed_ips(session, u)
-                mark_snapshots_deleted(session, u, now)
-                inst.vm_state = VmState.DELETED
-                inst.task_state = None
-                inst.power_state = PowerState.NOSTATE
-                inst.terminated_at = now
-                inst.deleted_at = now
-                inst.deleted = inst.id
+                tasks.finish(session, ctx, inst)
+                mark_deleted(session, inst, now)
                 session.flush()
                 views.append(instance_view(session, inst))
-        for view in views:  # committed: deleted for good
-            locks.discard(view["uuid"])
         if bad:
             reason = failure_reason(result)
             fail_action(ctx, bad, request_id, event, reason, result)
@@ -168,6 +175,31 @@ def hard_delete(
                 names = ", ".join(by_uuid(session, u).name for u in bad)
             raise OperationFailed(action="delete", name=names, reason=reason)
         return views
+
+
+def mark_deleted(session: Session, inst: Instance, now: datetime) -> None:
+    """The books' side of a hard delete: claim, IP and snapshots released, the row deleted.
+
+    A move left unfinished (a resize waiting for confirm) goes with it: the source's
+    allocation, held by the migration, is released too (its stash is an orphan for reconcile).
+    """
+    ledger.release(session, inst.uuid)
+    for mig in session.scalars(
+        select(Migration).where(
+            Migration.instance_uuid == inst.uuid, Migration.status.in_(MOVING_STATUSES)
+        )
+    ):
+        ledger.release(session, mig.uuid)
+        mig.status = "deleted"
+    network.release_fixed_ips(session, inst.uuid)
+    mark_snapshots_deleted(session, inst.uuid, now)
+    inst.vm_state = VmState.DELETED
+    inst.task_state = None
+    inst.task_owner = None
+    inst.power_state = PowerState.NOSTATE
+    inst.terminated_at = now
+    inst.deleted_at = now
+    inst.deleted = inst.id
 
 
 def reclaim_soft_deleted(ctx: Context, now: datetime) -> list[dict[str, Any]]:
@@ -215,12 +247,5 @@ def forget(ctx: Context, uuids: Sequence[str], *, reason: str) -> int:
             host = inst.host.name if inst.host else None
             actions.finish_event(session, act, "forget", now, details=reason, host=host)
             actions.finish_action(act, now)
-            ledger.release(session, u)
-            network.release_fixed_ips(session, u)
-            mark_snapshots_deleted(session, u, now)
-            inst.vm_state = VmState.DELETED
-            inst.task_state = None
-            inst.power_state = PowerState.NOSTATE
-            inst.terminated_at = inst.deleted_at = now
-            inst.deleted = inst.id
+            mark_deleted(session, inst, now)
     return len(uuids)

@@ -14,14 +14,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cloudctl import ledger
 from cloudctl.db.models import Instance
 from cloudctl.domain.states import TaskState, VmState
 from cloudctl.errors import CloudctlError, InvalidInput, InvalidState, OperationFailed
 from cloudctl.executor.base import RunRequest
-from cloudctl.services import actions, hosts
-from cloudctl.services.compute.common import by_uuid, check_state, get_instance
+from cloudctl.services import actions, hosts, leases
+from cloudctl.services.compute import tasks
+from cloudctl.services.compute.common import by_uuid, check_state, destroy_on, get_instance
 from cloudctl.services.compute.live_migrate import live_migrate
 from cloudctl.services.compute.migrate import confirm_resize, migrate
 from cloudctl.services.compute.moves import (
@@ -90,28 +92,54 @@ def evacuate(
         raise _refuse_up(source_name)
     hosts.refresh_stale(ctx, exclude={source_name})
     request_id = actions.new_request_id()
+    with leases.command_lease(ctx, f"evacuate {name}", request_id=request_id) as lease:
+        return _evacuate(ctx, name, host, source_name, request_id, lease)
 
-    def schedule() -> tuple[str, str, str]:
-        with ctx.db.unit_of_work() as session:
-            now = ctx.clock()
-            inst = get_instance(session, ctx.settings.project_id, name)
-            source = inst.host
-            assert source is not None
-            act = actions.start_action(session, inst, "evacuate", request_id, now)
-            actions.start_event(session, act, "schedule", now)
-            dest, generation = pick_destination(
-                ctx, session, inst, force_host=host, ignore_hosts=frozenset({source.name})
+
+def _evacuate(
+    ctx: Context,
+    name: str,
+    host: str | None,
+    source_name: str,
+    request_id: str,
+    lease: leases.Lease,
+) -> dict[str, Any]:
+    def schedule(session: Session) -> tuple[str, str, str]:
+        now = ctx.clock()
+        inst = get_instance(session, ctx.settings.project_id, name)
+        [inst] = tasks.claim(
+            session,
+            ctx,
+            [inst.uuid],
+            "evacuate",
+            TaskState.REBUILDING,
+            (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR),
+            now=now,
+        )
+        source = inst.host
+        if source is None or source.name != source_name:
+            raise InvalidState(
+                f"cannot evacuate instance {name}: it moved off {source_name} meanwhile",
+                action="evacuate",
+                name=name,
+                vm_state=inst.vm_state,
+                task_state=None,
             )
-            mig = new_migration(session, inst, EVACUATION, "accepted", source.name, dest.name)
-            ledger.claim(session, dest, inst.uuid, resources_of(inst), generation)
-            ledger.release(session, inst.uuid, source.id)
-            inst.task_state = TaskState.REBUILDING
-            actions.finish_event(session, act, "schedule", ctx.clock(), host=dest.name)
-            actions.start_event(session, act, "rebuild", ctx.clock(), dest.name)
-            ctx.progress.info(f"{inst.name}: evacuating {source.name} -> {dest.name}")
-            return inst.uuid, mig.uuid, dest.name
+        act = actions.start_action(session, inst, "evacuate", request_id, now)
+        actions.start_event(session, act, "schedule", now)
+        dest, generation = pick_destination(
+            ctx, session, inst, force_host=host, ignore_hosts=frozenset({source.name})
+        )
+        mig = new_migration(session, inst, EVACUATION, "accepted", source.name, dest.name)
+        ledger.claim(session, dest, inst.uuid, resources_of(inst), generation)
+        ledger.release(session, inst.uuid, source.id)
+        actions.finish_event(session, act, "schedule", ctx.clock(), host=dest.name)
+        actions.start_event(session, act, "rebuild", ctx.clock(), dest.name)
+        ctx.progress.info(f"{inst.name}: evacuating {source.name} -> {dest.name}")
+        return inst.uuid, mig.uuid, dest.name
 
-    inst_uuid, mig_uuid, dest_name = with_claim_retries(ctx, schedule)
+    inst_uuid, mig_uuid, dest_name = with_claim_retries(ctx, lambda: tasks.start(ctx, schedule))
+    lease.hold("migrations", [mig_uuid])
     with ctx.db.unit_of_work() as session:
         inst = by_uuid(session, inst_uuid)
         dest = hosts.get_host(session, dest_name)
@@ -175,10 +203,10 @@ def evacuate(
         mig.status = "done"
         mig.shared_storage = kept
         mig.error = note
+        tasks.finish(session, ctx, inst)
         inst.host = dest
         inst.availability_zone = dest.availability_zone
         inst.vm_state = VmState.ACTIVE if running else VmState.STOPPED
-        inst.task_state = None
         inst.power_state = power_of(result, "spawn", dest_name, inst.domain_name) or 0
         view = instance_view(session, inst, detail=True)
     hosts.touch_hosts(ctx, {dest_name})
@@ -187,22 +215,7 @@ def evacuate(
 
 def _clean_failed(ctx: Context, inst_uuid: str, dest_name: str, kept: bool) -> None:
     # A disk that was there before the evacuation (shared storage) is the guest's only copy.
-    with ctx.db.unit_of_work() as session:
-        inst = by_uuid(session, inst_uuid)
-        target = hosts.host_target(hosts.get_host(session, dest_name))
-        domain = inst.domain_name
-    run_play(
-        ctx,
-        RunRequest(
-            playbook="destroy.yml",
-            hosts=(target,),
-            extravars={
-                "cloudctl_domains": {dest_name: [{"name": domain, "state": "absent"}]},
-                "cloudctl_disks": {dest_name: [] if kept else [{"uuid": inst_uuid}]},
-            },
-            description="clean a failed evacuation",
-        ),
-    )
+    destroy_on(ctx, dest_name, inst_uuid, keep_files=kept, description="clean a failed evacuation")
 
 
 def _guests_of(ctx: Context, host_name: str) -> list[tuple[str, str]]:

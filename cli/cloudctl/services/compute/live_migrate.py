@@ -21,13 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from cloudctl.domain.states import PowerState, TaskState, VmState
 from cloudctl.errors import InvalidInput, InvalidState, NoValidHost, OperationFailed
 from cloudctl.executor.base import HostTarget, RunRequest, RunResult
-from cloudctl.services import actions, hosts
+from cloudctl.services import actions, hosts, leases
+from cloudctl.services.compute import tasks
 from cloudctl.services.compute.common import (
     by_uuid,
-    check_state,
+    destroy_on,
     failure_reason,
     get_instance,
     launch_worker,
@@ -75,33 +78,59 @@ def live_migrate(
         raise InvalidInput(reason=f"--block-migrate must be one of {', '.join(BLOCK_MODES)}")
     request_id = actions.new_request_id()
     hosts.refresh_stale(ctx)
-    with ctx.db.unit_of_work() as session:
-        now = ctx.clock()
-        inst = get_instance(session, ctx.settings.project_id, name)
-        check_state(ctx, inst, "live-migrate", (VmState.ACTIVE,))
-        if inst.host is None or inst.power_state != PowerState.RUNNING:
-            raise InvalidState(
-                action="live-migrate", name=inst.name, vm_state=inst.vm_state, task_state=None
+    with leases.command_lease(ctx, f"live-migrate {name}", request_id=request_id) as lease:
+
+        def begin(session: Session) -> str:
+            now = ctx.clock()
+            inst = get_instance(session, ctx.settings.project_id, name)
+            [inst] = tasks.claim(
+                session, ctx, [inst.uuid], "live-migrate", TaskState.MIGRATING, (VmState.ACTIVE,)
             )
-        if not hosts.is_up(inst.host, now, ctx.settings.service_down_time_s):
-            raise InvalidInput(
-                reason=f"the source host {inst.host.name} is down: live migration needs it "
-                "(evacuate instead)"
-            )
-        if host is not None:
-            hosts.get_host(session, host)
-        mig = new_migration(session, inst, LIVE, "queued", inst.host.name)
-        inst.task_state = TaskState.MIGRATING
-        act = actions.start_action(session, inst, "live-migration", request_id, now)
-        actions.start_event(session, act, "schedule", now)
-        mig_uuid = mig.uuid
-    if not wait:
-        args = ["_live_migrate", request_id, mig_uuid, "--block-migrate", block_migrate]
-        launch_worker(ctx.settings, [*args, *(["--host", host] if host else [])])
-    else:
-        run_live_migration(ctx, request_id, mig_uuid, host=host, block_migrate=block_migrate)
+            if inst.host is None or inst.power_state != PowerState.RUNNING:
+                raise InvalidState(
+                    action="live-migrate", name=inst.name, vm_state=inst.vm_state, task_state=None
+                )
+            if not hosts.is_up(inst.host, now, ctx.settings.service_down_time_s):
+                raise InvalidInput(
+                    reason=f"the source host {inst.host.name} is down: live migration needs it "
+                    "(evacuate instead)"
+                )
+            if host is not None:
+                hosts.get_host(session, host)
+            mig = new_migration(session, inst, LIVE, "queued", inst.host.name)
+            act = actions.start_action(session, inst, "live-migration", request_id, now)
+            actions.start_event(session, act, "schedule", now)
+            return mig.uuid
+
+        mig_uuid = tasks.start(ctx, begin)
+        lease.hold("migrations", [mig_uuid])
+        if not wait:
+            args = ["_live_migrate", request_id, mig_uuid, "--block-migrate", block_migrate]
+            args += ["--lease", lease.uuid]
+            launch_worker(ctx.settings, [*args, *(["--host", host] if host else [])])
+            lease.handed_off = True
+        else:
+            run_live_migration(ctx, request_id, mig_uuid, host=host, block_migrate=block_migrate)
     with ctx.db.unit_of_work() as session:
         return migration_view(session, migration_by_uuid(session, mig_uuid))
+
+
+def live_migrate_in_worker(
+    ctx: Context,
+    request_id: str,
+    mig_uuid: str,
+    lease_uuid: str | None,
+    *,
+    host: str | None = None,
+    block_migrate: str = "auto",
+) -> None:
+    """The ``live-migrate --no-wait`` worker: carry on the parent's lease and migrate."""
+    with (
+        leases.carry_on(ctx, lease_uuid, "live-migrate (worker)")
+        if lease_uuid
+        else leases.command_lease(ctx, "live-migrate (worker)", request_id=request_id)
+    ):
+        run_live_migration(ctx, request_id, mig_uuid, host=host, block_migrate=block_migrate)
 
 
 def run_live_migration(
@@ -118,7 +147,7 @@ def run_live_migration(
     block = _prepare(ctx, request_id, inst_uuid, mig_uuid, host, block_migrate)
     error, result = _start(ctx, request_id, inst_uuid, mig_uuid, block)
     if error is not None:
-        _rollback(ctx, request_id, inst_uuid, mig_uuid, error, result)
+        rollback(ctx, request_id, inst_uuid, mig_uuid, error, result)
         with ctx.db.unit_of_work() as session:
             name = by_uuid(session, inst_uuid).name
         raise OperationFailed(action="live migration", name=name, reason=error)
@@ -369,10 +398,10 @@ def _post(ctx: Context, request_id: str, inst_uuid: str, mig_uuid: str) -> None:
         actions.finish_event(session, act, "live_migration", now)
         actions.finish_event(session, act, "post_live_migration", now, host=dest.name, started=now)
         actions.finish_action(act, now)
+        tasks.finish(session, ctx, inst)
         drop_source(session, mig)
         inst.host = dest
         inst.availability_zone = dest.availability_zone
-        inst.task_state = None
         inst.power_state = PowerState.RUNNING
         mig.status = "completed"
         if mig.memory_total is not None and mig.memory_processed is not None:
@@ -386,27 +415,18 @@ def _post(ctx: Context, request_id: str, inst_uuid: str, mig_uuid: str) -> None:
 
 def _clean_source(ctx: Context, inst_uuid: str, source_name: str) -> None:
     """The block-migrated guest's files on the source (its domain left with the migration)."""
-    with ctx.db.unit_of_work() as session:
-        inst = by_uuid(session, inst_uuid)
-        target = hosts.host_target(hosts.get_host(session, source_name))
-        domain = inst.domain_name
-    _result, error = run_play(
+    error = destroy_on(
         ctx,
-        RunRequest(
-            playbook="destroy.yml",
-            hosts=(target,),
-            extravars={
-                "cloudctl_domains": {target.name: [{"name": domain, "state": "absent"}]},
-                "cloudctl_disks": {target.name: [{"uuid": inst_uuid}]},
-            },
-            description="clean the source of a live migration",
-        ),
+        source_name,
+        inst_uuid,
+        keep_files=False,
+        description="clean the source of a live migration",
     )
     if error is not None:
         ctx.progress.info(f"leftovers on {source_name} not removed: {error}")
 
 
-def _rollback(
+def rollback(
     ctx: Context,
     request_id: str,
     inst_uuid: str,
@@ -425,7 +445,9 @@ def _rollback(
             "cloudctl_dest": {
                 dest.name: {
                     "domains": [{**domain, "state": "absent"}],
-                    "files": [] if mig.shared_storage else [{"uuid": inst.uuid}],
+                    # Only a destination known not to share the source's instances path has
+                    # copies of its own; unknown (the checks never ran) is treated as shared.
+                    "files": [{"uuid": inst.uuid}] if mig.shared_storage is False else [],
                 }
             },
             "cloudctl_source": {
@@ -474,4 +496,4 @@ def _rollback(
         )
 
 
-__all__ = ["live_migrate", "run_live_migration"]
+__all__ = ["live_migrate", "live_migrate_in_worker", "run_live_migration"]

@@ -17,12 +17,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cloudctl.db.models import Flavor, Instance, Migration
 from cloudctl.domain.states import PowerState, TaskState, VmState
 from cloudctl.errors import InvalidInput, InvalidState, OperationFailed
-from cloudctl.executor.base import RunRequest, RunResult
-from cloudctl.services import actions, hosts, quotas
+from cloudctl.executor.base import HostTarget, RunRequest, RunResult
+from cloudctl.services import actions, hosts, leases, quotas
+from cloudctl.services.compute import tasks
 from cloudctl.services.compute.boot import _check_image_fits
 from cloudctl.services.compute.common import by_uuid, check_state, get_instance
 from cloudctl.services.compute.moves import (
@@ -61,56 +63,64 @@ def migrate(
     request_id = actions.new_request_id()
     hosts.refresh_stale(ctx)
 
-    def schedule() -> tuple[str, str, str, str, bool]:
-        with ctx.db.unit_of_work() as session:
-            now = ctx.clock()
-            inst = get_instance(session, ctx.settings.project_id, name)
-            check_state(ctx, inst, action, (VmState.ACTIVE, VmState.STOPPED))
-            source = inst.host
-            if source is None:
-                raise InvalidState(
-                    action=action, name=inst.name, vm_state=inst.vm_state, task_state=None
-                )
-            new_flavor = _resize_flavor(session, inst, flavor) if flavor else None
-            if new_flavor is not None:
-                quotas.check_resize(
-                    session,
-                    ctx.settings,
-                    (inst.vcpus, inst.memory_mb),
-                    (new_flavor.vcpus, new_flavor.memory_mb),
-                )
-            same_ok = new_flavor is not None and ctx.settings.allow_resize_to_same_host
-            ignore = frozenset() if same_ok else frozenset({source.name})
-            if host is not None and host == source.name and not same_ok:
-                raise InvalidInput(
-                    reason=f"{inst.name} is on {host} already"
-                    + ("" if flavor else "; a migration needs another host")
-                )
-            act = actions.start_action(session, inst, action, request_id, now)
-            actions.start_event(session, act, "schedule", now)
-            dest, generation = pick_destination(
-                ctx, session, inst, flavor=new_flavor, force_host=host, ignore_hosts=ignore
+    def schedule(session: Session) -> tuple[str, str, str, str, bool]:
+        now = ctx.clock()
+        inst = get_instance(session, ctx.settings.project_id, name)
+        [inst] = tasks.claim(
+            session,
+            ctx,
+            [inst.uuid],
+            action,
+            TaskState.RESIZE_PREP,
+            (VmState.ACTIVE, VmState.STOPPED),
+            now=now,
+        )
+        source = inst.host
+        if source is None:
+            raise InvalidState(
+                action=action, name=inst.name, vm_state=inst.vm_state, task_state=None
             )
-            mig = new_migration(
+        new_flavor = _resize_flavor(session, inst, flavor) if flavor else None
+        if new_flavor is not None:
+            quotas.check_resize(
                 session,
-                inst,
-                RESIZE if new_flavor is not None else COLD,
-                "pre-migrating",
-                source.name,
-                dest.name,
-                new_flavor=new_flavor,
+                ctx.settings,
+                (inst.vcpus, inst.memory_mb),
+                (new_flavor.vcpus, new_flavor.memory_mb),
             )
-            claim_move(
-                session, inst, mig, source, dest, resources_of(new_flavor or inst), generation
+        same_ok = new_flavor is not None and ctx.settings.allow_resize_to_same_host
+        ignore = frozenset() if same_ok else frozenset({source.name})
+        if host is not None and host == source.name and not same_ok:
+            raise InvalidInput(
+                reason=f"{inst.name} is on {host} already"
+                + ("" if flavor else "; a migration needs another host")
             )
-            inst.task_state = TaskState.RESIZE_PREP
-            actions.finish_event(session, act, "schedule", ctx.clock(), host=dest.name)
-            ctx.progress.info(f"{inst.name}: {source.name} -> {dest.name}")
-            return inst.uuid, mig.uuid, source.name, dest.name, source.name == dest.name
+        act = actions.start_action(session, inst, action, request_id, now)
+        actions.start_event(session, act, "schedule", now)
+        dest, generation = pick_destination(
+            ctx, session, inst, flavor=new_flavor, force_host=host, ignore_hosts=ignore
+        )
+        mig = new_migration(
+            session,
+            inst,
+            RESIZE if new_flavor is not None else COLD,
+            "pre-migrating",
+            source.name,
+            dest.name,
+            new_flavor=new_flavor,
+        )
+        claim_move(session, inst, mig, source, dest, resources_of(new_flavor or inst), generation)
+        actions.finish_event(session, act, "schedule", ctx.clock(), host=dest.name)
+        ctx.progress.info(f"{inst.name}: {source.name} -> {dest.name}")
+        return inst.uuid, mig.uuid, source.name, dest.name, source.name == dest.name
 
-    inst_uuid, mig_uuid, source_name, dest_name, same_host = with_claim_retries(ctx, schedule)
-    shared = same_host or _probe(ctx, inst_uuid, mig_uuid, request_id, source_name, dest_name)
-    _move(ctx, inst_uuid, mig_uuid, request_id, shared)
+    with leases.command_lease(ctx, f"{action} {name}", request_id=request_id) as lease:
+        inst_uuid, mig_uuid, source_name, dest_name, same_host = with_claim_retries(
+            ctx, lambda: tasks.start(ctx, schedule)
+        )
+        lease.hold("migrations", [mig_uuid])
+        shared = same_host or _probe(ctx, inst_uuid, mig_uuid, request_id, source_name, dest_name)
+        _move(ctx, inst_uuid, mig_uuid, request_id, shared)
     with ctx.db.unit_of_work() as session:
         return instance_view(session, by_uuid(session, inst_uuid), detail=True)
 
@@ -170,7 +180,7 @@ def _move(ctx: Context, inst_uuid: str, mig_uuid: str, request_id: str, shared: 
         new_flavor = session.get(Flavor, mig.new_flavor_id) if mig.new_flavor_id else None
         mig.status = "migrating"
         mig.shared_storage = shared
-        inst.task_state = TaskState.RESIZE_MIGRATING
+        tasks.advance(session, ctx, inst, TaskState.RESIZE_MIGRATING)
         act = actions.current_action(session, inst_uuid, request_id)
         actions.start_event(session, act, "resize_instance", now, source.name)
         running = inst.vm_state == VmState.ACTIVE
@@ -220,7 +230,7 @@ def _move(ctx: Context, inst_uuid: str, mig_uuid: str, request_id: str, shared: 
         ),
     )
     if error is not None:
-        _roll_back(ctx, inst_uuid, mig_uuid, request_id, error, result)
+        roll_back(ctx, inst_uuid, mig_uuid, request_id, error, result)
         raise OperationFailed(action="migrate", name=name, reason=error)
     with ctx.db.unit_of_work() as session:
         now = ctx.clock()
@@ -235,10 +245,10 @@ def _move(ctx: Context, inst_uuid: str, mig_uuid: str, request_id: str, shared: 
             new_flavor = session.get(Flavor, mig.new_flavor_id)
             assert new_flavor is not None
             set_flavor(inst, new_flavor)
+        tasks.finish(session, ctx, inst)
         inst.host = dest
         inst.availability_zone = dest.availability_zone
         inst.vm_state = VmState.RESIZED
-        inst.task_state = None
         inst.power_state = power_of(result, "spawn", dest.name, inst.domain_name) or (
             PowerState.RUNNING if mig.old_vm_state == VmState.ACTIVE else PowerState.SHUTDOWN
         )
@@ -269,7 +279,8 @@ def _undo_on_hosts(
         old_flavor = session.get(Flavor, mig.old_flavor_id) if mig.old_flavor_id else None
         running = mig.old_vm_state == VmState.ACTIVE
         domain = {"name": inst.domain_name}
-        own_files = source.name != dest.name and not mig.shared_storage
+        # Unknown (killed before the probe) counts as shared: the directory may be the guest's.
+        own_files = source.name != dest.name and mig.shared_storage is False
         extravars = {
             "cloudctl_dest": {
                 dest.name: {
@@ -303,7 +314,7 @@ def _undo_on_hosts(
     )
 
 
-def _roll_back(
+def roll_back(
     ctx: Context,
     inst_uuid: str,
     mig_uuid: str,
@@ -353,22 +364,47 @@ def _finished_migration(ctx: Context, name: str, action: str) -> tuple[str, str]
 def confirm_resize(ctx: Context, name: str) -> dict[str, Any]:
     """Keep the move: the source's kept files and its allocation go."""
     inst_uuid, mig_uuid = _finished_migration(ctx, name, "confirm resize")
-    return _confirm(ctx, inst_uuid, mig_uuid)
+    with leases.command_lease(ctx, f"resize-confirm {name}"):
+        return _confirm(ctx, inst_uuid, mig_uuid)
+
+
+def _claim_finished(
+    session: Session, ctx: Context, inst_uuid: str, mig_uuid: str, action: str, task_state: str
+) -> tuple[Instance, Migration]:
+    """Claim a VERIFY_RESIZE instance whose move is still ``finished`` (confirm, revert)."""
+    [inst] = tasks.claim(session, ctx, [inst_uuid], action, task_state, (VmState.RESIZED,))
+    mig = migration_by_uuid(session, mig_uuid)
+    if mig.status != "finished":
+        raise InvalidState(
+            action=action, name=inst.name, vm_state=inst.vm_state, task_state=inst.task_state
+        )
+    return inst, mig
 
 
 def _confirm(ctx: Context, inst_uuid: str, mig_uuid: str) -> dict[str, Any]:
-    request_id = actions.new_request_id()
-    with ctx.db.unit_of_work() as session:
+    assert ctx.lease is not None
+    request_id = ctx.lease.request_id
+
+    def begin(session: Session) -> tuple[HostTarget, str]:
         now = ctx.clock()
-        inst = by_uuid(session, inst_uuid)
-        mig = migration_by_uuid(session, mig_uuid)
+        inst, mig = _claim_finished(
+            session, ctx, inst_uuid, mig_uuid, "confirm resize", TaskState.RESIZE_CONFIRMING
+        )
         source = hosts.get_host(session, mig.source_host or "")
         mig.status = "confirming"
-        inst.task_state = TaskState.RESIZE_CONFIRMING
         act = actions.start_action(session, inst, "confirmResize", request_id, now)
         actions.start_event(session, act, "confirm_resize", now, source.name)
-        target = hosts.host_target(source)
-        name = inst.name
+        return hosts.host_target(source), inst.name
+
+    target, name = tasks.start(ctx, begin)
+    return complete_confirm(ctx, inst_uuid, mig_uuid, request_id, target, name)
+
+
+def complete_confirm(
+    ctx: Context, inst_uuid: str, mig_uuid: str, request_id: str, target: HostTarget, name: str
+) -> dict[str, Any]:
+    """The confirm's play on the source and its books, for a claimed instance whose migration
+    is ``confirming`` (also how reconcile finishes the confirm of a command that died)."""
     result, error = run_play(
         ctx,
         RunRequest(
@@ -399,9 +435,9 @@ def _confirm(ctx: Context, inst_uuid: str, mig_uuid: str) -> dict[str, Any]:
         act = actions.current_action(session, inst_uuid, request_id)
         actions.finish_event(session, act, "confirm_resize", now)
         actions.finish_action(act, now)
+        tasks.finish(session, ctx, inst)
         drop_source(session, mig)
         mig.status = "confirmed"
-        inst.task_state = None
         inst.vm_state = VmState.STOPPED if mig.old_vm_state == VmState.STOPPED else VmState.ACTIVE
         return instance_view(session, inst, detail=True)
 
@@ -409,15 +445,31 @@ def _confirm(ctx: Context, inst_uuid: str, mig_uuid: str) -> dict[str, Any]:
 def revert_resize(ctx: Context, name: str) -> dict[str, Any]:
     """Undo the move: the destination is cleaned, the source restored with the old flavor."""
     inst_uuid, mig_uuid = _finished_migration(ctx, name, "revert resize")
-    request_id = actions.new_request_id()
-    with ctx.db.unit_of_work() as session:
+    with leases.command_lease(ctx, f"resize-revert {name}") as lease:
+        return _revert(ctx, inst_uuid, mig_uuid, name, lease.request_id)
+
+
+def _revert(
+    ctx: Context, inst_uuid: str, mig_uuid: str, name: str, request_id: str
+) -> dict[str, Any]:
+    def begin(session: Session) -> None:
         now = ctx.clock()
-        inst = by_uuid(session, inst_uuid)
-        mig = migration_by_uuid(session, mig_uuid)
+        inst, mig = _claim_finished(
+            session, ctx, inst_uuid, mig_uuid, "revert resize", TaskState.RESIZE_REVERTING
+        )
         mig.status = "reverting"
-        inst.task_state = TaskState.RESIZE_REVERTING
         act = actions.start_action(session, inst, "revertResize", request_id, now)
         actions.start_event(session, act, "revert_resize", now, mig.dest_host)
+
+    tasks.start(ctx, begin)
+    return complete_revert(ctx, inst_uuid, mig_uuid, request_id, name)
+
+
+def complete_revert(
+    ctx: Context, inst_uuid: str, mig_uuid: str, request_id: str, name: str
+) -> dict[str, Any]:
+    """The revert's play on both hosts and its books, for a claimed instance whose migration
+    is ``reverting`` (also how reconcile finishes the revert of a command that died)."""
     undo, error = _undo_on_hosts(ctx, inst_uuid, mig_uuid)
     if error is not None:
         fail_move(
@@ -447,10 +499,10 @@ def revert_resize(ctx: Context, name: str) -> dict[str, Any]:
         old_flavor = session.get(Flavor, mig.old_flavor_id) if mig.old_flavor_id else None
         if old_flavor is not None and old_flavor.id != inst.flavor_id:
             set_flavor(inst, old_flavor)
+        tasks.finish(session, ctx, inst)
         inst.host = source
         inst.availability_zone = source.availability_zone
         inst.vm_state = mig.old_vm_state or VmState.ACTIVE
-        inst.task_state = None
         inst.power_state = power_of(undo, "spawn", source.name, inst.domain_name) or (
             PowerState.RUNNING if inst.vm_state == VmState.ACTIVE else PowerState.SHUTDOWN
         )
@@ -487,8 +539,9 @@ def confirm_due_resizes(ctx: Context, now: datetime) -> list[str]:
     confirmed = []
     for inst_uuid, mig_uuid, name in due:
         try:
-            _confirm(ctx, inst_uuid, mig_uuid)
-        except OperationFailed as exc:
+            with leases.command_lease(ctx, f"resize-confirm {name} (automatic)"):
+                _confirm(ctx, inst_uuid, mig_uuid)
+        except (OperationFailed, InvalidState) as exc:
             ctx.progress.info(f"{name}: automatic confirm failed: {exc.message}")
             continue
         confirmed.append(name)

@@ -27,6 +27,7 @@ from cloudctl.executor.base import RunRequest, RunResult
 from cloudctl.render import render_domain_xml
 from cloudctl.scheduler.host_state import RequestSpec
 from cloudctl.services import actions, hosts
+from cloudctl.services.compute import tasks
 from cloudctl.services.compute.boot import (
     CLAIM_RETRIES,
     build_request_spec,
@@ -497,6 +498,8 @@ def fail_move(
     with ctx.db.unit_of_work() as session:
         now = ctx.clock()
         inst = by_uuid(session, inst_uuid)
+        if not tasks.owned(session, ctx, inst):
+            return  # its lease was taken over: the controller settling it records the outcome
         mig = migration_by_uuid(session, mig_uuid)
         host = inst.host.name if inst.host else None
         act = actions.current_action(session, inst_uuid, request_id)
@@ -508,7 +511,7 @@ def fail_move(
             undo_claims(session, inst, mig)
         mig.status = status
         mig.error = reason[:2000]
-        inst.task_state = None
+        tasks.finish(session, ctx, inst)
         if vm_state is not None:
             inst.vm_state = vm_state
 

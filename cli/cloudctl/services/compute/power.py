@@ -3,9 +3,10 @@
 Every power action is one row of :data:`POWER_FLOWS`: the task_state it sets, the
 ``cloudctl_domain`` states the guest goes through on its host (one play over all hosts,
 ``power.yml``) and the vm_state it ends in. The states an action may start from are its row of
-``ACTION_STATES`` (domain/states.py). A flow holds the instances' locks (``instance_locks``) from
-its state check to its result, so two commands never drive one guest at the same time; a failure
-clears the task_state and records a fault, leaving the vm_state as it was.
+``ACTION_STATES`` (domain/states.py). A flow claims its instances (``tasks.claim``: the
+task_state is the lock, in SQL, under the command's lease) before the play and ends the task
+after it, so two commands never drive one guest at the same time, whichever controller runs
+them; a failure clears the task_state and records a fault, leaving the vm_state as it was.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from cloudctl.db.models import Instance
 from cloudctl.domain.states import PowerState, TaskState, VmState
 from cloudctl.errors import (
@@ -23,9 +26,10 @@ from cloudctl.errors import (
     NotFound,
     OperationFailed,
 )
-from cloudctl.executor.base import RunRequest
+from cloudctl.executor.base import HostTarget, RunRequest
 from cloudctl.render import render_domain_xml
-from cloudctl.services import actions, hosts
+from cloudctl.services import actions, hosts, leases
+from cloudctl.services.compute import tasks
 from cloudctl.services.compute.common import (
     by_uuid,
     check_state,
@@ -35,7 +39,6 @@ from cloudctl.services.compute.common import (
     failure_reason,
     get_instance,
     guest_label_names,
-    instance_locks,
     named_progress,
     run_error,
 )
@@ -90,14 +93,19 @@ def power(
         for inst in found:
             _check(ctx, inst, action)
         uuids = list(dict.fromkeys(i.uuid for i in found))
-    with instance_locks(ctx, uuids):
-        return _run(ctx, uuids, action, flow, request_id or actions.new_request_id())
+    label = action.replace("_", " ")
+    with leases.command_lease(ctx, f"{label} {' '.join(names)}", request_id=request_id) as lease:
+        return _run(ctx, uuids, action, flow, request_id or lease.request_id)
 
 
 def _check(ctx: Context, inst: Instance, action: str) -> None:
     if inst.deleted:
         raise NotFound(kind="instance", name=inst.uuid)
     check_state(ctx, inst, action)
+    _placed(inst, action)
+
+
+def _placed(inst: Instance, action: str) -> None:
     if inst.host is None:
         raise InvalidState(
             f"cannot {action.replace('_', ' ')} instance {inst.name}: it is on no host",
@@ -112,14 +120,17 @@ def _run(
     ctx: Context, uuids: Sequence[str], action: str, flow: PowerFlow, request_id: str
 ) -> list[dict[str, Any]]:
     per_host: dict[str, list[list[dict[str, Any]]]] = defaultdict(lambda: [[] for _ in flow.steps])
-    targets = {}
+    targets: dict[str, HostTarget] = {}
     labels: dict[str, str] = {}
-    with ctx.db.unit_of_work() as session:
+
+    def begin(session: Session) -> None:
+        per_host.clear()
+        targets.clear()
         now = ctx.clock()
-        found = [by_uuid(session, u) for u in uuids]
-        for inst in found:  # again: the state may have moved on while we waited for the locks
-            _check(ctx, inst, action)
+        # The claim is the check that counts: one conditional UPDATE per instance.
+        found = tasks.claim(session, ctx, uuids, action, flow.task_state, now=now)
         for inst in found:
+            _placed(inst, action)
             assert inst.host is not None
             guest_label_names(inst, labels)
             xml = render_domain_xml(domain_spec(session, inst))
@@ -128,9 +139,10 @@ def _run(
                     {"name": inst.domain_name, "xml": xml, "state": state}
                 )
             targets[inst.host.name] = hosts.host_target(inst.host)
-            inst.task_state = flow.task_state
             act = actions.start_action(session, inst, flow.action, request_id, now)
             actions.start_event(session, act, action, now, inst.host.name)
+
+    tasks.start(ctx, begin)
     extravars = {
         "cloudctl_domains": {h: steps[0] for h, steps in per_host.items()},
         "cloudctl_domains_after": {
@@ -167,7 +179,7 @@ def _run(
             act = actions.current_action(session, u, request_id)
             actions.finish_event(session, act, action, now)
             actions.finish_action(act, now)
-            inst.task_state = None
+            tasks.finish(session, ctx, inst)
             if flow.vm_state == VmState.SOFT_DELETED:
                 inst.deleted_at = now  # when the reclaim interval starts, as in Nova
             elif inst.vm_state == VmState.SOFT_DELETED:

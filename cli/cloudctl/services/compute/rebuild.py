@@ -23,7 +23,8 @@ from cloudctl.errors import InvalidInput, InvalidState, NotFound, OperationFaile
 from cloudctl.executor.base import RunEvent, RunRequest
 from cloudctl.executor.events import guest_labels, rename_guests
 from cloudctl.render import render_domain_xml
-from cloudctl.services import actions, hosts
+from cloudctl.services import actions, hosts, leases
+from cloudctl.services.compute import tasks
 from cloudctl.services.compute.boot import _check_image_fits
 from cloudctl.services.compute.common import (
     base_files,
@@ -35,7 +36,6 @@ from cloudctl.services.compute.common import (
     fail_action,
     failure_reason,
     get_instance,
-    instance_locks,
     run_error,
 )
 from cloudctl.services.compute.views import show_instance
@@ -57,8 +57,10 @@ def rebuild(ctx: Context, name: str, *, image: str | None = None) -> dict[str, A
         image_id = _validate(ctx, session, inst, image)
         inst_uuid = inst.uuid
     request_id = actions.new_request_id()
-    with instance_locks(ctx, [inst_uuid]):
-        target, extravars = _start(ctx, inst_uuid, image_id, request_id)
+    with leases.command_lease(ctx, f"rebuild {name}", request_id=request_id):
+        target, extravars = tasks.start(
+            ctx, lambda session: _start(ctx, session, inst_uuid, image_id, request_id)
+        )
 
         def on_event(event: RunEvent) -> None:
             ctx.progress.run_event(rename_guests(event, guest_labels({inst_uuid: name})))
@@ -88,8 +90,8 @@ def rebuild(ctx: Context, name: str, *, image: str | None = None) -> dict[str, A
             act = actions.current_action(session, inst_uuid, request_id)
             actions.finish_event(session, act, EVENT, now)
             actions.finish_action(act, now)
+            tasks.finish(session, ctx, inst)
             inst.vm_state = VmState.ACTIVE
-            inst.task_state = None
             states = domain_states(result, "spawn")
             inst.power_state = PowerState.from_libvirt(states.get(inst.domain_name, "nostate"))
             inst.launched_at = now
@@ -123,59 +125,57 @@ def _validate(ctx: Context, session: Session, inst: Instance, image: str | None)
 
 
 def _start(
-    ctx: Context, inst_uuid: str, image_id: int, request_id: str
+    ctx: Context, session: Session, inst_uuid: str, image_id: int, request_id: str
 ) -> tuple[Any, dict[str, Any]]:
-    """Check again under the lock, switch the image, enter REBUILDING; the play's inputs."""
-    with ctx.db.unit_of_work() as session:
-        now = ctx.clock()
-        inst = by_uuid(session, inst_uuid)
-        image = session.get(Image, image_id)
-        if image is None or image.deleted:
-            raise NotFound(kind="image", name=str(image_id))
-        _validate(ctx, session, inst, image.name)
-        host = inst.host
-        assert host is not None
-        inst.image = image
-        inst.task_state = TaskState.REBUILDING
-        act = actions.start_action(session, inst, "rebuild", request_id, now)
-        actions.start_event(session, act, EVENT, now, host.name)
-        session.flush()
-        base = base_files(image)
-        guest: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        guest["power_off"].append({"name": inst.domain_name, "state": "shutdown"})
-        guest["undefine"].append({"name": inst.domain_name, "state": "absent"})
-        guest["files"].append({"uuid": inst.uuid})
-        guest["disks"].append(
-            {
-                "uuid": inst.uuid,
-                "image": {"checksum": image.checksum, "format": image.disk_format},
-                "root_gb": inst.root_gb,
-                "ephemeral_gb": inst.ephemeral_gb,
-                "swap_mb": inst.swap_mb,
-            }
-        )
-        guest["drives"].append({"uuid": inst.uuid, "files": config_drive_files(session, inst)})
-        guest["domains"].append(
-            {
-                "name": inst.domain_name,
-                "xml": render_domain_xml(domain_spec(session, inst)),
-                "state": "running",
-            }
-        )
-        h = host.name
-        extravars: dict[str, Any] = {
-            "cloudctl_base_files": {h: base},
-            "cloudctl_power_off": {h: guest["power_off"]},
-            "cloudctl_undefine": {h: guest["undefine"]},
-            "cloudctl_old_files": {h: guest["files"]},
-            "cloudctl_disks": {h: guest["disks"]},
-            "cloudctl_config_drives": {h: guest["drives"]},
-            "cloudctl_domains": {h: guest["domains"]},
-            "cloudctl_stop_timeout": ctx.settings.stop_timeout_s,
+    """Claim the instance (REBUILDING), check again, switch the image; the play's inputs."""
+    now = ctx.clock()
+    [inst] = tasks.claim(session, ctx, [inst_uuid], "rebuild", TaskState.REBUILDING, now=now)
+    image = session.get(Image, image_id)
+    if image is None or image.deleted:
+        raise NotFound(kind="image", name=str(image_id))
+    _validate(ctx, session, inst, image.name)
+    host = inst.host
+    assert host is not None
+    inst.image = image
+    act = actions.start_action(session, inst, "rebuild", request_id, now)
+    actions.start_event(session, act, EVENT, now, host.name)
+    session.flush()
+    base = base_files(image)
+    guest: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    guest["power_off"].append({"name": inst.domain_name, "state": "shutdown"})
+    guest["undefine"].append({"name": inst.domain_name, "state": "absent"})
+    guest["files"].append({"uuid": inst.uuid})
+    guest["disks"].append(
+        {
+            "uuid": inst.uuid,
+            "image": {"checksum": image.checksum, "format": image.disk_format},
+            "root_gb": inst.root_gb,
+            "ephemeral_gb": inst.ephemeral_gb,
+            "swap_mb": inst.swap_mb,
         }
-        return hosts.host_target(host), extravars
+    )
+    guest["drives"].append({"uuid": inst.uuid, "files": config_drive_files(session, inst)})
+    guest["domains"].append(
+        {
+            "name": inst.domain_name,
+            "xml": render_domain_xml(domain_spec(session, inst)),
+            "state": "running",
+        }
+    )
+    h = host.name
+    extravars: dict[str, Any] = {
+        "cloudctl_base_files": {h: base},
+        "cloudctl_power_off": {h: guest["power_off"]},
+        "cloudctl_undefine": {h: guest["undefine"]},
+        "cloudctl_old_files": {h: guest["files"]},
+        "cloudctl_disks": {h: guest["disks"]},
+        "cloudctl_config_drives": {h: guest["drives"]},
+        "cloudctl_domains": {h: guest["domains"]},
+        "cloudctl_stop_timeout": ctx.settings.stop_timeout_s,
+    }
+    return hosts.host_target(host), extravars
 
 
 def _set_task_state(ctx: Context, inst_uuid: str, state: TaskState) -> None:
     with ctx.db.unit_of_work() as session:
-        by_uuid(session, inst_uuid).task_state = state
+        tasks.advance(session, ctx, by_uuid(session, inst_uuid), state)

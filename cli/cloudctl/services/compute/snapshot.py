@@ -38,14 +38,14 @@ from cloudctl.errors import (
     OperationFailed,
 )
 from cloudctl.executor.base import HostTarget, RunRequest, RunResult
-from cloudctl.services import actions, hosts, images
+from cloudctl.services import actions, hosts, images, leases
+from cloudctl.services.compute import tasks
 from cloudctl.services.compute.common import (
     by_uuid,
     check_state,
     fail_action,
     failure_reason,
     get_instance,
-    instance_locks,
     run_error,
 )
 from cloudctl.services.compute.views import instance_view
@@ -131,17 +131,29 @@ def _placed(inst: Instance, action: str) -> str:
 
 
 def _start(
-    session: Session, ctx: Context, inst: Instance, action: str, event: str, task_state: str
-) -> _Run:
-    """Set the task_state and open the action and its event (inside the first transaction)."""
+    session: Session,
+    ctx: Context,
+    inst_uuid: str,
+    check: str,
+    vm_states: Sequence[str],
+    action: str,
+    event: str,
+    task_state: str,
+) -> tuple[Instance, _Run]:
+    """Claim the instance (``task_state``, checked as ``check`` from ``vm_states``) and open the
+    action and its event: the first thing of the first transaction, so that what the caller
+    reads next is the instance's state under its claim."""
+    assert ctx.lease is not None
+    request_id = ctx.lease.request_id
+    now = ctx.clock()
+    [inst] = tasks.claim(session, ctx, [inst_uuid], check, task_state, vm_states, now=now)
+    _placed(inst, check)
     host = inst.host
     assert host is not None
-    request_id = actions.new_request_id()
-    now = ctx.clock()
-    inst.task_state = task_state
     act = actions.start_action(session, inst, action, request_id, now)
     actions.start_event(session, act, event, now, host.name)
-    return _Run(inst.uuid, inst.name, hosts.host_target(host), inst.domain_name, request_id, event)
+    run = _Run(inst.uuid, inst.name, hosts.host_target(host), inst.domain_name, request_id, event)
+    return inst, run
 
 
 def _play(
@@ -203,10 +215,10 @@ def _apply_domain_state(inst: Instance, entry: Mapping[str, Any] | None) -> None
 
 def _finish(session: Session, ctx: Context, inst: Instance, run: _Run) -> None:
     now = ctx.clock()
+    tasks.finish(session, ctx, inst)
     act = actions.current_action(session, inst.uuid, run.request_id)
     actions.finish_event(session, act, run.event, now, host=run.host.name)
     actions.finish_action(act, now)
-    inst.task_state = None
 
 
 def _fail(
@@ -247,12 +259,22 @@ def create_snapshot(
     description = _description(description)
     kind = EXTERNAL if disk_only else INTERNAL
     with ctx.db.unit_of_work() as session:
-        inst_uuid = get_instance(session, ctx.settings.project_id, server).uuid
-    with instance_locks(ctx, [inst_uuid], what=" (snapshot)"):
-        with ctx.db.unit_of_work() as session:
-            inst = by_uuid(session, inst_uuid)
-            check_state(ctx, inst, "snapshot", SNAPSHOT_VM_STATES)
-            host = _placed(inst, "snapshot")
+        inst = get_instance(session, ctx.settings.project_id, server)
+        check_state(ctx, inst, "snapshot", SNAPSHOT_VM_STATES)
+        inst_uuid = inst.uuid
+    with leases.command_lease(ctx, f"snapshot create {server} {snap}"):
+
+        def begin(session: Session) -> tuple[_Run, str]:
+            inst, run = _start(
+                session,
+                ctx,
+                inst_uuid,
+                "snapshot",
+                SNAPSHOT_VM_STATES,
+                "snapshot",
+                "snapshot_create",
+                TaskState.IMAGE_SNAPSHOT,
+            )
             if quiesce and inst.vm_state != VmState.ACTIVE:
                 raise InvalidInput(
                     reason="--quiesce needs a running instance: the guest agent freezes its "
@@ -275,15 +297,14 @@ def create_snapshot(
                 kind=kind,
                 status="creating",
                 description=description,
-                host=host,
+                host=run.host.name,
                 quiesced=quiesce,
                 created_at=ctx.clock(),
             )
             session.add(row)
-            run = _start(
-                session, ctx, inst, "snapshot", "snapshot_create", TaskState.IMAGE_SNAPSHOT
-            )
-            row_uuid = row.uuid
+            return run, row.uuid
+
+        run, row_uuid = tasks.start(ctx, begin)
         entry_in: dict[str, Any] = {
             "domain": run.domain,
             "name": snap,
@@ -320,10 +341,10 @@ def create_snapshot(
                     # Nothing was made on the host: leave nothing behind in the books either.
                     row.deleted = row.id
                     row.deleted_at = ctx.clock()
-    if reason is not None:
-        raise _fail(ctx, run, reason or "failed", result, entry, "snapshot")
-    hosts.touch_hosts(ctx, [run.host.name])
-    return view
+        if reason is not None:
+            raise _fail(ctx, run, reason or "failed", result, entry, "snapshot")
+        hosts.touch_hosts(ctx, [run.host.name])
+        return view
 
 
 def _vars(run: _Run, entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -376,12 +397,22 @@ def list_snapshots(
 def revert_snapshot(ctx: Context, server: str, snap: str) -> dict[str, Any]:
     """Bring an instance back to a snapshot; its vm_state and power state follow the guest."""
     with ctx.db.unit_of_work() as session:
-        inst_uuid = get_instance(session, ctx.settings.project_id, server).uuid
-    with instance_locks(ctx, [inst_uuid], what=" (snapshot revert)"):
-        with ctx.db.unit_of_work() as session:
-            inst = by_uuid(session, inst_uuid)
-            check_state(ctx, inst, "revert to a snapshot of", CHANGE_VM_STATES)
-            _placed(inst, "revert to a snapshot of")
+        inst = get_instance(session, ctx.settings.project_id, server)
+        check_state(ctx, inst, "revert to a snapshot of", CHANGE_VM_STATES)
+        inst_uuid = inst.uuid
+    with leases.command_lease(ctx, f"snapshot revert {server} {snap}"):
+
+        def begin(session: Session) -> _Run:
+            inst, run = _start(
+                session,
+                ctx,
+                inst_uuid,
+                "revert to a snapshot of",
+                CHANGE_VM_STATES,
+                "revertSnapshot",
+                "snapshot_revert",
+                TaskState.IMAGE_SNAPSHOT,
+            )
             row = _row(session, inst, snap)
             if row.status != "available":
                 raise InvalidInput(reason=f"snapshot {inst.name}/{snap} is {row.status}")
@@ -392,9 +423,9 @@ def revert_snapshot(ctx: Context, server: str, snap: str) -> dict[str, Any]:
                         reason=f"only the newest disk-only snapshot of {inst.name} "
                         f"({newest.name}) can be reverted to: delete the newer ones first"
                     )
-            run = _start(
-                session, ctx, inst, "revertSnapshot", "snapshot_revert", TaskState.IMAGE_SNAPSHOT
-            )
+            return run
+
+        run = tasks.start(ctx, begin)
         ctx.progress.info(f"{run.name}: reverting to snapshot {snap} on {run.host.name}")
         entries = [{"domain": run.domain, "name": snap, "state": "reverted"}]
         result = _play(ctx, run, "snapshot.yml", _vars(run, entries), "revert")
@@ -407,10 +438,10 @@ def revert_snapshot(ctx: Context, server: str, snap: str) -> dict[str, Any]:
                 session.flush()
                 view = instance_view(session, inst)
                 view["snapshot"] = snapshot_view(_row(session, inst, snap))
-    if reason is not None:
-        raise _fail(ctx, run, reason, result, entry, "snapshot revert")
-    hosts.touch_hosts(ctx, [run.host.name])
-    return view
+        if reason is not None:
+            raise _fail(ctx, run, reason, result, entry, "snapshot revert")
+        hosts.touch_hosts(ctx, [run.host.name])
+        return view
 
 
 # --- delete -------------------------------------------------------------------------------------
@@ -421,21 +452,30 @@ def delete_snapshots(ctx: Context, server: str, snaps: Sequence[str]) -> list[di
     if not snaps:
         raise InvalidInput(reason="name at least one snapshot to delete")
     with ctx.db.unit_of_work() as session:
-        inst_uuid = get_instance(session, ctx.settings.project_id, server).uuid
-    with instance_locks(ctx, [inst_uuid], what=" (snapshot delete)"):
-        with ctx.db.unit_of_work() as session:
-            inst = by_uuid(session, inst_uuid)
-            check_state(ctx, inst, "delete a snapshot of", CHANGE_VM_STATES)
-            _placed(inst, "delete a snapshot of")
+        inst = get_instance(session, ctx.settings.project_id, server)
+        check_state(ctx, inst, "delete a snapshot of", CHANGE_VM_STATES)
+        inst_uuid = inst.uuid
+    with leases.command_lease(ctx, f"snapshot delete {server} {' '.join(snaps)}"):
+
+        def begin(session: Session) -> tuple[_Run, list[str]]:
+            inst, run = _start(
+                session,
+                ctx,
+                inst_uuid,
+                "delete a snapshot of",
+                CHANGE_VM_STATES,
+                "deleteSnapshot",
+                "snapshot_delete",
+                TaskState.IMAGE_SNAPSHOT,
+            )
             rows = [_row(session, inst, s) for s in dict.fromkeys(snaps)]
             # Newest first: each external one is then the active overlay when it goes.
             rows.sort(key=lambda r: r.id, reverse=True)
             for row in rows:
                 row.status = "deleting"
-            names = [r.name for r in rows]
-            run = _start(
-                session, ctx, inst, "deleteSnapshot", "snapshot_delete", TaskState.IMAGE_SNAPSHOT
-            )
+            return run, [r.name for r in rows]
+
+        run, names = tasks.start(ctx, begin)
         ctx.progress.info(f"{run.name}: deleting snapshot(s) {', '.join(names)} on {run.host.name}")
         entries = [{"domain": run.domain, "name": n, "state": "absent"} for n in names]
         result = _play(ctx, run, "snapshot.yml", _vars(run, entries), "snapshot delete")
@@ -459,13 +499,13 @@ def delete_snapshots(ctx: Context, server: str, snaps: Sequence[str]) -> list[di
             if not failed:
                 _apply_domain_state(inst, next(iter(outcomes.values()))[0])
                 _finish(session, ctx, inst, run)
-    if failed:
-        first = next(iter(failed))
-        entry = outcomes[first][0]
-        reason = "; ".join(f"{n}: {why}" for n, why in failed.items())
-        raise _fail(ctx, run, reason, result, entry, "snapshot delete")
-    hosts.touch_hosts(ctx, [run.host.name])
-    return views
+        if failed:
+            first = next(iter(failed))
+            entry = outcomes[first][0]
+            reason = "; ".join(f"{n}: {why}" for n, why in failed.items())
+            raise _fail(ctx, run, reason, result, entry, "snapshot delete")
+        hosts.touch_hosts(ctx, [run.host.name])
+        return views
 
 
 def snapshot_names(session: Session, inst_uuid: str) -> list[str]:
@@ -496,15 +536,23 @@ def create_image(ctx: Context, server: str, snap: str, image_name: str) -> dict[
     with ctx.db.unit_of_work() as session:
         inst_uuid = get_instance(session, ctx.settings.project_id, server).uuid
     image_uuid = str(uuid.uuid4())
-    with instance_locks(ctx, [inst_uuid], what=" (image export)"):
-        with ctx.db.unit_of_work() as session:
+    with leases.command_lease(ctx, f"image create-from {server} {snap} {image_name}"):
+
+        def begin(session: Session) -> tuple[_Run, Any, dict[str, str], int, int, str, str]:
             if session.scalars(
                 select(Image.id).where(Image.name == image_name, Image.deleted == 0)
             ).first():
                 raise AlreadyExists(kind="image", name=image_name)
-            inst = by_uuid(session, inst_uuid)
-            check_state(ctx, inst, "create an image from", CHANGE_VM_STATES)
-            _placed(inst, "create an image from")
+            inst, run = _start(
+                session,
+                ctx,
+                inst_uuid,
+                "create an image from",
+                CHANGE_VM_STATES,
+                "createImage",
+                "snapshot_export",
+                TaskState.IMAGE_UPLOADING,
+            )
             row = _row(session, inst, snap)
             if row.status != "available":
                 raise InvalidInput(reason=f"snapshot {inst.name}/{snap} is {row.status}")
@@ -520,12 +568,20 @@ def create_image(ctx: Context, server: str, snap: str, image_name: str) -> dict[
                 }
             )
             min_ram = source.min_ram_mb if source else 0
-            min_disk = inst.root_gb
-            connection = inst.host.connection if inst.host else "local"
-            instances_path = inst.host.instances_path if inst.host else ""
-            run = _start(
-                session, ctx, inst, "createImage", "snapshot_export", TaskState.IMAGE_UPLOADING
+            assert inst.host is not None
+            return (
+                run,
+                boot,
+                properties,
+                min_ram,
+                inst.root_gb,
+                inst.host.connection,
+                inst.host.instances_path,
             )
+
+        run, boot, properties, min_ram, min_disk, connection, instances_path = tasks.start(
+            ctx, begin
+        )
         staging = images.image_staging(ctx, image_uuid)
         fetches: list[dict[str, str]] = []
         if connection == "local":
@@ -579,7 +635,7 @@ def create_image(ctx: Context, server: str, snap: str, image_name: str) -> dict[
                 _finish(session, ctx, by_uuid(session, inst_uuid), run)
         else:
             shutil.rmtree(staging, ignore_errors=True)
-    if reason is not None:
-        raise _fail(ctx, run, reason, result, None, "image export")
-    hosts.touch_hosts(ctx, [run.host.name])
-    return view
+        if reason is not None:
+            raise _fail(ctx, run, reason, result, None, "image export")
+        hosts.touch_hosts(ctx, [run.host.name])
+        return view

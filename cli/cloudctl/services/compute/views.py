@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloudctl import ledger
-from cloudctl.db.models import Instance, InstanceAction, InstanceFault
+from cloudctl.db.models import CommandLease, Instance, InstanceAction, InstanceFault, utcnow
 from cloudctl.domain import validation
 from cloudctl.domain.states import PowerState, VmState, display_status
 from cloudctl.errors import (
@@ -17,6 +17,7 @@ from cloudctl.errors import (
 from cloudctl.services import network
 from cloudctl.services.compute.common import by_uuid, get_instance
 from cloudctl.services.context import Context
+from cloudctl.services.leases import lease_info
 
 
 def list_instances(ctx: Context, *, include_deleted: bool = False) -> list[dict[str, Any]]:
@@ -79,6 +80,16 @@ def instance_view(session: Session, inst: Instance, *, detail: bool = False) -> 
             .where(InstanceFault.instance_uuid == inst.uuid)
             .order_by(InstanceFault.id.desc())
         ).first()
+        lease = (
+            session.scalars(
+                select(CommandLease).where(CommandLease.uuid == inst.task_owner)
+            ).first()
+            if inst.task_owner
+            else None
+        )
+        if lease is not None:
+            info = lease_info(lease)
+            view["task_held_by"] = info.view(utcnow())
         if fault is not None and inst.vm_state == VmState.ERROR:
             view["fault"] = {
                 "message": fault.message,
