@@ -127,6 +127,9 @@ host_facts:
       description:
         - All defined and transient domains, sorted by name, with their size as libvirt
           runs (or would start) them, so callers can compare it with the flavor.
+        - C(snapshots) names the domain's libvirt snapshots and C(has_managed_save) tells a
+          suspended guest from a stopped one, so that a controller can settle what a killed
+          snapshot or suspend left.
       type: list
       elements: dict
       sample:
@@ -135,6 +138,8 @@ host_facts:
           state: running
           vcpus: 1
           memory_mb: 128
+          snapshots: [before-upgrade]
+          has_managed_save: false
     files:
       description:
         - Survey of I(instances_path), only with I(files=true); both lists are empty if
@@ -244,6 +249,13 @@ def gather(conn: Any, instances_path: str) -> dict[str, Any]:
             if is_no_domain(exc):  # vanished between listing and asking
                 continue
             raise
+        try:
+            snapshots = sorted(dom.snapshotListNames(0))
+            managed_save = bool(dom.hasManagedSaveImage(0))
+        except libvirt.libvirtError as exc:
+            if is_no_domain(exc):
+                continue
+            raise
         domains.append(
             {
                 "name": dom.name(),
@@ -251,6 +263,8 @@ def gather(conn: Any, instances_path: str) -> dict[str, Any]:
                 "state": state_name(code),
                 "vcpus": int(vcpus),
                 "memory_mb": int(max_kib) // 1024,
+                "snapshots": snapshots,
+                "has_managed_save": managed_save,
             }
         )
     domains.sort(key=lambda d: d["name"])

@@ -22,9 +22,13 @@ from cloudctl.audit import (
     HostRecord,
     HostSeen,
     InstanceRecord,
+    LeaseRecord,
+    LockRecord,
     MigrationRecord,
     Policy,
+    SnapshotRecord,
     audit,
+    settle,
 )
 from cloudctl.domain.states import PowerState, VmState
 
@@ -76,6 +80,7 @@ def inst(
     age_s: int = 0,
     deleted: bool = False,
     resources: Mapping[str, int] | None = None,
+    owner: str | None = None,
 ) -> InstanceRecord:
     return InstanceRecord(
         uuid=U(name),
@@ -88,6 +93,23 @@ def inst(
         domain_name=f"instance-{name}",
         resources=dict(RES if resources is None else resources),
         deleted=deleted,
+        task_owner=None if owner is None else L(owner),
+    )
+
+
+def L(name: str) -> str:
+    """The uuid of a named lease."""
+    return U(f"lease:{name}")
+
+
+def lease(name: str, expires_in_s: int, taken_over_by: str | None = None) -> LeaseRecord:
+    """A command lease expiring ``expires_in_s`` from NOW (negative: expired)."""
+    return LeaseRecord(
+        uuid=L(name),
+        command=f"cmd {name}",
+        holder=f"root@ci, pid {len(name)}",
+        expires_at=NOW + timedelta(seconds=expires_in_s),
+        taken_over_by=None if taken_over_by is None else L(taken_over_by),
     )
 
 
@@ -107,7 +129,7 @@ def host(name: str, beat_age_s: int | None = 10) -> HostRecord:
 
 
 def books(
-    *rows: InstanceRecord | AllocationRecord | MigrationRecord,
+    *rows: InstanceRecord | AllocationRecord | MigrationRecord | LeaseRecord | LockRecord,
     hosts: Sequence[HostRecord] = (host("h1"), host("h2")),
 ) -> Books:
     return Books(
@@ -115,6 +137,8 @@ def books(
         instances=tuple(r for r in rows if isinstance(r, InstanceRecord)),
         allocations=tuple(r for r in rows if isinstance(r, AllocationRecord)),
         migrations=tuple(r for r in rows if isinstance(r, MigrationRecord)),
+        leases=tuple(r for r in rows if isinstance(r, LeaseRecord)),
+        locks=tuple(r for r in rows if isinstance(r, LockRecord)),
     )
 
 
@@ -376,92 +400,101 @@ DOMAINS = [
 
 STATES = [
     case(
-        "building-past-timeout-without-domain-gives-claim-back",
+        "task-of-a-live-command-is-never-judged",
         books(
-            inst("b-1", vm_state="building", task_state="spawning", age_s=OLD), alloc("h1", "b-1")
+            inst("b-1", vm_state="building", task_state="spawning", age_s=YOUNG, owner="boot"),
+            inst("web-2", task_state="powering-off", age_s=YOUNG, owner="stop"),
+            lease("boot", 20),
+            lease("stop", 20),
+            alloc("h2", "b-1", VCPU=8),
+            alloc("h2", "web-2"),
         ),
-        [seen("h1", dirs=["b-1"]), seen("h2")],
-        {("ESTATE001", "b-1")},
-        fixes={
-            ("ESTATE001", "b-1"): [
-                fx(
-                    "mark_error",
-                    host=None,
-                    consumer=U("b-1"),
-                    resources={},
-                    power_state=0,
-                    migration=None,
-                    release_on_other_hosts=True,
-                )
-            ]
-        },
-    ),
-    case(
-        "building-without-host-past-timeout",
-        books(inst("b-1", None, "building", "scheduling", age_s=OLD)),
-        [seen("h1"), seen("h2")],
-        {("ESTATE001", "b-1")},
-        fixes={("ESTATE001", "b-1"): [fx("mark_error", host=None, release_on_other_hosts=True)]},
-    ),
-    case(
-        "building-young-is-left-alone-with-its-claim",
-        books(
-            inst("b-1", vm_state="building", task_state="spawning", age_s=YOUNG),
-            alloc("h1", "b-1", VCPU=8),
-            alloc("h2", "b-1"),
-        ),
-        [seen("h1", dirs=["b-1"]), seen("h2")],
+        [seen("h1", dirs=["b-1"]), seen("h2", domains=[("web-2", "running")], dirs=["web-2"])],
         set(),
     ),
     case(
-        "task-past-timeout-with-domain-keeps-host",
-        books(inst("web-1", task_state="powering-off", age_s=OLD), alloc("h1", "web-1")),
+        "live-command-past-the-timeout-is-a-warning-only",
+        books(
+            inst("web-1", task_state="migrating", age_s=OLD, owner="lm"),
+            lease("lm", 20),
+            alloc("h1", "web-1"),
+        ),
         [seen("h1", domains=[("web-1", "running")]), seen("h2")],
         {("ESTATE001", "web-1")},
+        fixes={("ESTATE001", "web-1"): []},
+    ),
+    case(
+        "building-whose-command-died-is-settled-back",
+        books(
+            inst("b-1", vm_state="building", task_state="spawning", age_s=YOUNG, owner="boot"),
+            lease("boot", -5),
+            alloc("h1", "b-1"),
+        ),
+        [seen("h1", dirs=["b-1"]), seen("h2")],
+        {("ESTATE002", "b-1"), ("ELEASE001", "cmd boot")},
         fixes={
-            ("ESTATE001", "web-1"): [
-                fx(
-                    "mark_error",
-                    host="h1",
-                    consumer=U("web-1"),
-                    resources=RES,
-                    power_state=int(PowerState.RUNNING),
-                    migration=None,
-                    release_on_other_hosts=True,
-                )
-            ]
+            ("ESTATE002", "b-1"): [fx("settle", host="h1", consumer=U("b-1"))],
+            ("ELEASE001", "cmd boot"): [fx("forget_lease", consumer=L("boot"))],
         },
     ),
     case(
-        "task-past-timeout-without-domain-keeps-host",
-        books(inst("web-1", task_state="rebooting", age_s=OLD), alloc("h1", "web-1")),
-        [seen("h1"), seen("h2")],
-        {("ESTATE001", "web-1")},
-        fixes={("ESTATE001", "web-1"): [fx("mark_error", host="h1", resources=RES, power_state=0)]},
+        "task-with-no-owner-at-all",
+        books(inst("web-1", task_state="rebooting", age_s=YOUNG), alloc("h1", "web-1")),
+        [seen("h1", domains=[("web-1", "running")]), seen("h2")],
+        {("ESTATE002", "web-1")},
+        fixes={("ESTATE002", "web-1"): [fx("settle", host="h1")]},
     ),
     case(
-        "migrating-past-timeout-follows-domain-to-destination",
+        "owner-lease-row-gone",
         books(
-            inst("web-1", task_state="migrating", age_s=OLD),
+            inst("web-1", task_state="pausing", owner="gone"),
+            alloc("h1", "web-1"),
+        ),
+        [seen("h1", domains=[("web-1", "paused")]), seen("h2")],
+        {("ESTATE002", "web-1")},
+    ),
+    case(
+        "dead-command-whose-host-does-not-answer-waits",
+        books(
+            inst("web-1", task_state="rebooting", owner="r"), lease("r", -1), alloc("h1", "web-1")
+        ),
+        [down("h1"), seen("h2")],
+        {("ESTATE002", "web-1"), ("ELEASE001", "cmd r"), ("EHOST002", "h1")},
+        fixes={("ESTATE002", "web-1"): []},
+    ),
+    case(
+        "taken-over-by-a-live-controller-is-left-alone",
+        books(
+            inst("web-1", task_state="migrating", owner="rec"),
+            lease("lm", -60, taken_over_by="rec"),
+            lease("rec", 25),
+            alloc("h1", "web-1"),
+        ),
+        [seen("h1", domains=[("web-1", "running")]), seen("h2")],
+        set(),
+    ),
+    case(
+        "taken-over-by-a-dead-controller-is-reported",
+        books(
+            inst("web-1", task_state="migrating", owner="rec"),
+            lease("lm", -60, taken_over_by="rec"),
+            lease("rec", -1),
             mig("web-1", "h1", "h2", "running"),
             alloc("h1", M("web-1")),
             alloc("h2", "web-1"),
         ),
-        [seen("h1", dirs=["web-1"]), seen("h2", domains=[("web-1", "running")], dirs=["web-1"])],
-        {("ESTATE001", "web-1")},
-        fixes={
-            ("ESTATE001", "web-1"): [
-                fx(
-                    "mark_error",
-                    host="h2",
-                    consumer=U("web-1"),
-                    resources=RES,
-                    power_state=int(PowerState.RUNNING),
-                    migration=M("web-1"),
-                    release_on_other_hosts=True,
-                )
-            ]
-        },
+        [seen("h1", domains=[("web-1", "running")]), seen("h2")],
+        {("ESTATE002", "web-1"), ("ELEASE001", "cmd lm"), ("ELEASE001", "cmd rec")},
+    ),
+    case(
+        "expired-state-lock",
+        books(
+            LockRecord("default", "root@ci, pid 9", "apply", NOW - timedelta(seconds=1)),
+            LockRecord("by-hand", "alice@laptop, pid 0", "maintenance", None),
+        ),
+        [seen("h1"), seen("h2")],
+        {("ELEASE002", "state lock default")},
+        fixes={("ELEASE002", "state lock default"): [fx("break_lock", name="default")]},
     ),
     case(
         "busy-instance-is-never-judged",
@@ -476,21 +509,383 @@ STATES = [
             seen("h1", dirs=["b-1"]),
             seen("h2", domains=[("web-2", "running")], dirs=["web-1"]),
         ],
-        set(),
+        # held that long by live commands: a warning, nothing fixed
+        {("ESTATE001", "b-1"), ("ESTATE001", "web-2")},
         policy={"busy": frozenset({U("b-1"), U("web-1"), U("web-2")})},
     ),
-    case(
-        "timeouts-zero-never-stuck",
-        books(
-            inst("b-1", vm_state="building", task_state="spawning", age_s=100 * OLD),
-            inst("web-1", task_state="powering-off", age_s=100 * OLD),
-            alloc("h1", "web-1"),
-        ),
-        [seen("h1", domains=[("web-1", "shutoff")]), seen("h2")],
-        set(),
-        policy={"build_timeout_s": 0, "task_timeout_s": 0},
+]
+
+
+# --- settling a dead command's instance, from what the hosts show ----------------------------
+
+
+def dom(
+    name: str, state: str, *, snaps: Sequence[str] | None = None, saved: bool = False
+) -> DomainSeen:
+    return DomainSeen(
+        f"instance-{name}",
+        U(name),
+        state,
+        snapshots=None if snaps is None else tuple(snaps),
+        has_managed_save=saved,
+    )
+
+
+def mv(kind: str, status: str, source: str = "h1", dest: str | None = "h2") -> MigrationRecord:
+    return MigrationRecord(M("web"), U("web"), source, dest, status, kind=kind)
+
+
+BOTH = frozenset({"h1", "h2"})
+SETTLE = [
+    # (id, instance, moves, snapshots, domains, reachable, down, expected (step, way, vm, host))
+    (
+        "build-running",
+        inst("web", vm_state="building", task_state="spawning"),
+        [],
+        [],
+        [("h1", dom("web", "running"))],
+        BOTH,
+        frozenset(),
+        ("build", "forward", "active", "h1"),
+    ),
+    (
+        "build-defined-not-running",
+        inst("web", vm_state="building", task_state="spawning"),
+        [],
+        [],
+        [("h1", dom("web", "shutoff"))],
+        BOTH,
+        frozenset(),
+        ("build", "back", "error", "h1"),
+    ),
+    (
+        "build-nothing-yet",
+        inst("web", vm_state="building", task_state="block_device_mapping"),
+        [],
+        [],
+        [],
+        BOTH,
+        frozenset(),
+        ("build", "back", "error", "h1"),
+    ),
+    (
+        "build-never-placed",
+        inst("web", None, "building", "scheduling"),
+        [],
+        [],
+        [],
+        BOTH,
+        frozenset(),
+        ("build", "back", "error", None),
+    ),
+    (
+        "build-host-silent",
+        inst("web", vm_state="building", task_state="spawning"),
+        [],
+        [],
+        [],
+        frozenset({"h2"}),
+        frozenset(),
+        None,
+    ),
+    (
+        "delete",
+        inst("web", task_state="deleting"),
+        [],
+        [],
+        [("h1", dom("web", "running"))],
+        BOTH,
+        frozenset(),
+        ("delete", "forward", "deleted", "h1"),
+    ),
+    (
+        "delete-host-down-is-local",
+        inst("web", task_state="deleting"),
+        [],
+        [],
+        [],
+        frozenset({"h2"}),
+        frozenset({"h1"}),
+        ("delete", "forward", "deleted", "h1"),
+    ),
+    (
+        "delete-host-silent-not-down",
+        inst("web", task_state="deleting"),
+        [],
+        [],
+        [],
+        frozenset({"h2"}),
+        frozenset(),
+        None,
+    ),
+    (
+        "stop-done",
+        inst("web", task_state="powering-off"),
+        [],
+        [],
+        [("h1", dom("web", "shutoff"))],
+        BOTH,
+        frozenset(),
+        ("power", "forward", "stopped", "h1"),
+    ),
+    (
+        "stop-not-done",
+        inst("web", task_state="powering-off"),
+        [],
+        [],
+        [("h1", dom("web", "running"))],
+        BOTH,
+        frozenset(),
+        ("power", "back", "active", "h1"),
+    ),
+    (
+        "suspend-done",
+        inst("web", task_state="suspending"),
+        [],
+        [],
+        [("h1", dom("web", "shutoff", saved=True))],
+        BOTH,
+        frozenset(),
+        ("power", "forward", "suspended", "h1"),
+    ),
+    (
+        "soft-delete-done",
+        inst("web", task_state="soft-deleting"),
+        [],
+        [],
+        [("h1", dom("web", "shutoff"))],
+        BOTH,
+        frozenset(),
+        ("power", "forward", "soft-delete", "h1"),
+    ),
+    (
+        "pause-crashed",
+        inst("web", task_state="pausing"),
+        [],
+        [],
+        [("h1", dom("web", "crashed"))],
+        BOTH,
+        frozenset(),
+        ("power", "back", "stopped", "h1"),
+    ),
+    (
+        "power-domain-gone",
+        inst("web", task_state="rebooting"),
+        [],
+        [],
+        [],
+        BOTH,
+        frozenset(),
+        ("power", "back", "error", "h1"),
+    ),
+    (
+        "live-done",
+        inst("web", task_state="migrating"),
+        [mv("live-migration", "running")],
+        [],
+        [("h2", dom("web", "running"))],
+        BOTH,
+        frozenset(),
+        ("live_migration", "forward", "active", "h2"),
+    ),
+    (
+        "live-still-on-source",
+        inst("web", task_state="migrating"),
+        [mv("live-migration", "running")],
+        [],
+        [("h1", dom("web", "running")), ("h2", dom("web", "paused"))],
+        BOTH,
+        frozenset(),
+        ("live_migration", "back", "active", "h1"),
+    ),
+    (
+        "live-source-paused-at-the-end",
+        inst("web", task_state="migrating"),
+        [mv("live-migration", "running")],
+        [],
+        [("h1", dom("web", "paused"))],
+        BOTH,
+        frozenset(),
+        ("live_migration", "back", "active", "h1"),
+    ),
+    (
+        "live-queued-no-destination",
+        inst("web", task_state="migrating"),
+        [mv("live-migration", "queued", dest=None)],
+        [],
+        [("h1", dom("web", "running"))],
+        frozenset({"h1"}),
+        frozenset(),
+        ("live_migration", "back", "active", "h1"),
+    ),
+    (
+        "live-lost",
+        inst("web", task_state="migrating"),
+        [mv("live-migration", "running")],
+        [],
+        [],
+        BOTH,
+        frozenset(),
+        ("live_migration", "back", "error", "h1"),
+    ),
+    (
+        "live-dest-silent",
+        inst("web", task_state="migrating"),
+        [mv("live-migration", "running")],
+        [],
+        [("h1", dom("web", "running"))],
+        frozenset({"h1"}),
+        frozenset(),
+        None,
+    ),
+    (
+        "resize-killed-mid-copy",
+        inst("web", task_state="resize_migrating"),
+        [mv("resize", "migrating")],
+        [],
+        [],
+        BOTH,
+        frozenset(),
+        ("cold_migration", "back", None, "h1"),
+    ),
+    (
+        "migrate-killed-before-play",
+        inst("web", task_state="resize_prep"),
+        [mv("migration", "pre-migrating")],
+        [],
+        [("h1", dom("web", "running"))],
+        BOTH,
+        frozenset(),
+        ("cold_migration", "back", None, "h1"),
+    ),
+    (
+        "confirm-killed",
+        inst("web", "h2", "resized", "resize_confirming"),
+        [mv("resize", "confirming")],
+        [],
+        [("h2", dom("web", "running"))],
+        BOTH,
+        frozenset(),
+        ("confirm", "forward", None, "h2"),
+    ),
+    (
+        "revert-killed",
+        inst("web", "h2", "resized", "resize_reverting"),
+        [mv("resize", "reverting")],
+        [],
+        [("h2", dom("web", "running"))],
+        BOTH,
+        frozenset(),
+        ("revert", "forward", None, "h1"),
+    ),
+    (
+        "evacuated",
+        inst("web", task_state="rebuilding"),
+        [mv("evacuation", "pre-migrating")],
+        [],
+        [("h2", dom("web", "running"))],
+        frozenset({"h2"}),
+        frozenset({"h1"}),
+        ("evacuation", "forward", "active", "h2"),
+    ),
+    (
+        "evacuation-not-there",
+        inst("web", task_state="rebuilding"),
+        [mv("evacuation", "accepted")],
+        [],
+        [],
+        frozenset({"h2"}),
+        frozenset({"h1"}),
+        ("evacuation", "back", "error", "h1"),
+    ),
+    (
+        "rebuild-done",
+        inst("web", task_state="rebuild_spawning"),
+        [],
+        [],
+        [("h1", dom("web", "running"))],
+        BOTH,
+        frozenset(),
+        ("rebuild", "forward", "active", "h1"),
+    ),
+    (
+        "rebuild-half-done",
+        inst("web", task_state="rebuild_block_device_mapping"),
+        [],
+        [],
+        [],
+        BOTH,
+        frozenset(),
+        ("rebuild", "back", "error", "h1"),
+    ),
+    (
+        "snapshot-made",
+        inst("web", task_state="image_snapshot"),
+        [],
+        [SnapshotRecord(U("web"), "s1", "creating")],
+        [("h1", dom("web", "running", snaps=["s1"]))],
+        BOTH,
+        frozenset(),
+        ("snapshot", "forward", "active", "h1"),
+    ),
+    (
+        "snapshot-not-reported",
+        inst("web", task_state="image_snapshot"),
+        [],
+        [],
+        [("h1", dom("web", "running"))],
+        BOTH,
+        frozenset(),
+        None,
     ),
 ]
+
+
+@pytest.mark.parametrize(
+    ("i", "moves", "snaps", "domains", "reachable", "down_", "want"),
+    [pytest.param(*row[1:], id=row[0]) for row in SETTLE],
+)
+def test_settle(
+    i: InstanceRecord,
+    moves: Sequence[MigrationRecord],
+    snaps: Sequence[SnapshotRecord],
+    domains: Sequence[tuple[str, DomainSeen]],
+    reachable: frozenset[str],
+    down_: frozenset[str],
+    want: tuple[str, str, str | None, str | None] | None,
+) -> None:
+    got = settle(i, moves, snaps, domains, reachable=reachable, down=down_)
+    if want is None:
+        assert got is None
+        return
+    assert got is not None
+    assert (got.step, got.way, got.vm_state, got.host) == want, got.why
+
+
+def test_settle_snapshots_follow_libvirt() -> None:
+    rows = [
+        SnapshotRecord(U("web"), "made", "creating"),
+        SnapshotRecord(U("web"), "never", "creating"),
+        SnapshotRecord(U("web"), "gone", "deleting"),
+        SnapshotRecord(U("web"), "kept", "deleting"),
+        SnapshotRecord(U("web"), "old", "available"),
+    ]
+    got = settle(
+        inst("web", task_state="image_snapshot"),
+        [],
+        rows,
+        [("h1", dom("web", "paused", snaps=["made", "kept", "old"]))],
+        reachable=BOTH,
+    )
+    assert got is not None
+    assert dict(got.snapshots) == {
+        "made": "available",
+        "never": "deleted",
+        "gone": "deleted",
+        "kept": "available",
+    }
+    assert got.vm_state == "paused"
+
 
 LEDGER = [
     case(
@@ -948,13 +1343,14 @@ def test_line(b: Books, s: Sequence[HostSeen], line: str) -> None:
 
 
 def test_every_documented_code_has_a_severity() -> None:
-    assert len(SEVERITY) == 17
+    assert len(SEVERITY) == 20
     assert {c for c, sev in SEVERITY.items() if sev == "warning"} == {
         "EDOMAIN004",
         "EHOST002",
         "EFILE001",
         "EFILE002",
         "EFILE003",
+        "ESTATE001",  # a live command past its timeout: it still lives, nothing to fix
     }
 
 

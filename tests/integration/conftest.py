@@ -54,6 +54,17 @@ class Cli:
         return json.loads(self.run(*args, "-o", "json").stdout)
 
 
+def lab_virsh(c: Cli, host: str, *args: str) -> str:
+    """virsh inside lab host ``host`` of the lab of ``c``'s home."""
+    enter = c.home / "lab" / "hosts" / host / "enter"
+    return subprocess.run(
+        [str(enter), "virsh", "-c", "qemu:///system", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+
+
 def virsh(*args: str) -> str:
     return subprocess.run(
         ["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True, check=False

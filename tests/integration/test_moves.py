@@ -13,14 +13,13 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Cli, make_home
+from tests.integration.conftest import Cli, lab_virsh, make_home
 
 pytestmark = pytest.mark.integration
 MARKER = r"CLOUDCTL-GUEST-UP uuid=(\S+) hostname=(\S+)"
@@ -44,13 +43,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
 
 
 def virsh(c: Cli, host: str, *args: str) -> str:
-    enter = c.home / "lab" / "hosts" / host / "enter"
-    return subprocess.run(
-        [str(enter), "virsh", "-c", "qemu:///system", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
+    return lab_virsh(c, host, *args)
 
 
 def running_on(c: Cli, host: str) -> set[str]:

@@ -16,7 +16,6 @@ import sys
 import time
 import uuid as uuidlib
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -160,26 +159,24 @@ def test_a_lost_delete_and_leftover_files_are_found_and_removed(lab: Cli) -> Non
     assert verify(lab)[0] == 0
 
 
-def test_an_instance_stuck_building_goes_to_error(lab: Cli) -> None:
+def test_an_instance_a_dead_command_left_building_is_settled_by_its_host(lab: Cli) -> None:
     view = boot(lab, "stuck", "lab-1")
-    with db(lab).unit_of_work() as s:
+    with db(lab).unit_of_work() as s:  # as a boot killed after its spawn play leaves it
         s.execute(
             update(Instance)
             .where(Instance.uuid == view["uuid"])
-            .values(
-                vm_state="building",
-                task_state="spawning",
-                updated_at=utcnow() - timedelta(hours=3),
-            )
+            .values(vm_state="building", task_state="spawning", task_owner=None)
         )
     rc, report = verify(lab)
-    assert rc == 1 and ("ESTATE001", "stuck") in codes(report)
+    assert rc == 1 and ("ESTATE002", "stuck") in codes(report)
     reconcile(lab)
     shown = lab.json("show", "stuck")
-    assert (shown["status"], shown["task_state"]) == ("ERROR", None)
-    assert "ESTATE001: stuck in spawning" in shown["fault"]["message"]
-    # Its domain is there, so it stays charged where it is: the ledger agrees with verify.
-    assert not {c for c in codes(verify(lab)[1]) if c[0].startswith("ELEDGER")}
+    # Its domain runs on lab-1: the build is rolled forward, and it stays charged there.
+    assert (shown["status"], shown["task_state"], shown["host"]) == ("ACTIVE", None, "lab-1")
+    assert "settle" in [
+        e["event"] for a in lab.json("action", "list", "stuck") for e in a["events"]
+    ]
+    assert verify(lab)[0] == 0
     lab.run("delete", "stuck")
     assert verify(lab)[0] == 0
 

@@ -64,6 +64,8 @@ def test_gather_on_the_test_driver(mod: ModuleType, tmp_path: Path) -> None:
         "state": "running",
         "vcpus": vcpus,
         "memory_mb": max_kib // 1024,
+        "snapshots": [],
+        "has_managed_save": False,
     } in facts["domains"]
     assert facts["disk_gb"] >= facts["disk_free_gb"] >= 0
     assert not (tmp_path / "not").exists()
@@ -102,7 +104,14 @@ def test_host_facts_through_ansible(
     dom = libvirt_conn.lookupByName(name)
     _, max_kib, _, vcpus, _ = dom.info()
     size = {"vcpus": vcpus, "memory_mb": max_kib // 1024}
-    assert {"name": name, "uuid": dom.UUIDString(), "state": "shutoff", **size} in facts["domains"]
+    extra = {"snapshots": [], "has_managed_save": False}
+    assert {
+        "name": name,
+        "uuid": dom.UUIDString(),
+        "state": "shutoff",
+        **size,
+        **extra,
+    } in facts["domains"]
     assert not (tmp_path / "no").exists()
 
 

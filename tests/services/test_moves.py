@@ -24,7 +24,7 @@ from cloudctl.errors import (
 )
 from cloudctl.executor.base import RunEvent, RunRequest
 from cloudctl.executor.fake import FakeExecutor
-from cloudctl.services import compute, flavors, quotas
+from cloudctl.services import compute, flavors, quotas, reconcile
 from cloudctl.services.compute import evacuate as evac
 from cloudctl.services.compute import live_migrate as live
 from cloudctl.services.compute import migrate as cold
@@ -676,3 +676,134 @@ def test_migration_list_and_show(moving: Context) -> None:
     [row] = moves.list_migrations(moving)
     assert moves.show_migration(moving, str(row["id"]))["uuid"] == row["uuid"]
     assert moves.show_migration(moving, row["uuid"])["instance"] == "web"
+
+
+# --- a move whose command died, settled by reconcile ----------------------------------------------
+
+
+def die(req: RunRequest) -> dict[str, Any]:
+    raise KeyboardInterrupt  # the command is killed while this play runs
+
+
+def survey(ctx: Context, where: dict[str, str]) -> Any:
+    """discover.yml answered with web's domain in ``where`` (host -> libvirt state)."""
+    inst = row(ctx)
+
+    def respond(req: RunRequest) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for t in req.hosts:
+            doms = []
+            if t.name in where:
+                doms.append({"name": inst.domain_name, "uuid": inst.uuid, "state": where[t.name]})
+            out[t.name] = {
+                "host facts": {
+                    "host_facts": {"vcpus": 4, "memory_mb": 4096, "disk_gb": 100, "domains": doms}
+                }
+            }
+        return out
+
+    return respond
+
+
+def row(ctx: Context) -> Instance:
+    with ctx.db.unit_of_work() as s:
+        inst = s.scalars(select(Instance).where(Instance.name == "web")).one()
+        s.expunge(inst)
+        return inst
+
+
+def dead_after(ctx: Context) -> None:
+    """The killed command's lease, seen once its time is up."""
+    later = NOW + timedelta(seconds=ctx.settings.command_lease_s + 1)
+    ctx.clock = lambda: later
+
+
+def test_a_dead_live_migration_is_completed_where_the_guest_runs(
+    moving: Context, fake: FakeExecutor
+) -> None:
+    fake.on("migrate_live.yml", die)
+    with pytest.raises(KeyboardInterrupt):
+        live.live_migrate(moving, "web", host="h2")
+    assert (row(moving).task_state, migration(moving)["status"]) == ("migrating", "running")
+    dead_after(moving)
+    fake.on("discover.yml", survey(moving, {"h2": "running"}))
+    reconcile.reconcile(moving)
+    inst = row(moving)
+    assert (inst.task_state, inst.task_owner, inst.vm_state) == (None, None, "active")
+    assert compute.show_instance(moving, "web")["host"] == "h2"
+    assert migration(moving)["status"] == "completed"
+    assert allocations(moving) == {("h2", "inst", 512)}
+
+
+def test_a_dead_live_migration_is_rolled_back_when_the_guest_is_on_the_source(
+    moving: Context, fake: FakeExecutor
+) -> None:
+    fake.on("migrate_live.yml", die)
+    with pytest.raises(KeyboardInterrupt):
+        live.live_migrate(moving, "web", host="h2")
+    dead_after(moving)
+    fake.on("discover.yml", survey(moving, {"h1": "running", "h2": "paused"}))
+    reconcile.reconcile(moving)
+    inst = row(moving)
+    assert (inst.task_state, inst.vm_state) == (None, "active")
+    assert compute.show_instance(moving, "web")["host"] == "h1"
+    assert migration(moving)["status"] == "error"
+    assert allocations(moving) == {("h1", "inst", 512)}
+    revert = [r for r in fake.requests if r.playbook == "migrate_revert.yml"][-1]
+    assert revert.extravars["cloudctl_dest"]["h2"]["domains"][0]["state"] == "absent"
+    assert revert.extravars["cloudctl_dest"]["h2"]["files"] == []  # shared: never its disk
+
+
+def test_a_dead_resize_is_rolled_back_to_the_source(moving: Context, fake: FakeExecutor) -> None:
+    fake.on("migrate_cold.yml", die)
+    with pytest.raises(KeyboardInterrupt):
+        cold.resize(moving, "web", "bigger")
+    assert row(moving).task_state == "resize_migrating"
+    dead_after(moving)
+    fake.on("discover.yml", survey(moving, {"h2": "shutoff"}))
+    reconcile.reconcile(moving)
+    inst = row(moving)
+    assert (inst.task_state, inst.vm_state, inst.memory_mb) == (None, "active", 512)
+    assert compute.show_instance(moving, "web")["host"] == "h1"
+    assert migration(moving)["status"] == "error"
+    assert allocations(moving) == {("h1", "inst", 512)}
+    assert any(r.playbook == "migrate_revert.yml" for r in fake.requests)
+
+
+@pytest.mark.parametrize(
+    ("verb", "playbook", "status", "host", "memory"),
+    [
+        ("confirm", "migrate_confirm.yml", "confirmed", "h2", 1024),
+        ("revert", "migrate_revert.yml", "reverted", "h1", 512),
+    ],
+)
+def test_a_dead_confirm_or_revert_is_finished(
+    moving: Context,
+    fake: FakeExecutor,
+    verb: str,
+    playbook: str,
+    status: str,
+    host: str,
+    memory: int,
+) -> None:
+    cold.resize(moving, "web", "bigger")
+    fake.on(playbook, die)
+    with pytest.raises(KeyboardInterrupt):
+        (cold.confirm_resize if verb == "confirm" else cold.revert_resize)(moving, "web")
+    dead_after(moving)
+    fake.on(playbook, lambda req: {h.name: {} for h in req.hosts})
+    fake.on("discover.yml", survey(moving, {"h2": "running"}))
+    reconcile.reconcile(moving)
+    inst = row(moving)
+    assert (inst.task_state, inst.vm_state, inst.memory_mb) == (None, "active", memory)
+    assert compute.show_instance(moving, "web")["host"] == host
+    assert migration(moving)["status"] == status
+    assert allocations(moving) == {(host, "inst", memory)}
+
+
+def test_deleting_a_resized_guest_releases_both_hosts(moving: Context, fake: FakeExecutor) -> None:
+    view = cold.resize(moving, "web", "bigger")
+    assert allocations(moving) == {("h1", "mig", 512), ("h2", "inst", 1024)}
+    compute.delete(moving, ["web"])
+    assert allocations(moving) == set()
+    assert moves.list_migrations(moving, view["uuid"])[-1]["status"] == "deleted"

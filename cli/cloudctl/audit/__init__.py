@@ -8,6 +8,12 @@ severity, the object it is about, a one-line message and the :class:`Fix` that w
 books and the hosts agree again (None when only an operator can decide). Nothing here reads a
 clock, a database or a host: the tables in tests/audit/ drive it.
 
+A task_state is a command's lock (services/compute/tasks.py): an instance whose task a live
+lease holds is busy and never judged. One whose command died (its lease expired, or no lease
+names it) gets ESTATE002 with a ``settle`` fix, decided by :func:`settle` from what the hosts
+show: the dead command's work is rolled forward where the hosts show it done, and back
+otherwise, or waited for while a host that would tell cannot be asked.
+
 Codes (stable; scripts may match on them):
 
 ========== ======== ==================================================================
@@ -21,7 +27,10 @@ EDOMAIN003 error    a deleted instance's domain is still on a host
 EDOMAIN004 warning  a domain cloudctl does not know (not its own, or to adopt)
 EDOMAIN005 error    a stale copy of a guest's domain on another host (e.g. after evacuation)
 EPOWER001  error    the domain's power state differs from the instance's vm_state
-ESTATE001  error    an instance stuck in a task (or BUILDING) past its timeout
+ESTATE001  warning  a live command has held an instance's task (or build) past its timeout
+ESTATE002  error    an instance in a task no live command holds (its command died): settle it
+ELEASE001  error    a command's lease expired: the command died without finishing
+ELEASE002  error    the state lock's holder stopped renewing it: the apply died
 EHOST001   error    a host without a heartbeat for longer than service_down_time
 EHOST002   warning  a host that did not answer the survey (not down yet)
 EFILE001   warning  an instance directory no live instance on that host owns
@@ -48,6 +57,7 @@ DeletedPolicy = Literal["reap", "log", "noop"]
 #: migration's uuid) and in which the stash and the destination's files are in use.
 MOVING_STATUSES = frozenset(
     {
+        "accepted",
         "queued",
         "pre-migrating",
         "preparing",
@@ -107,6 +117,40 @@ class InstanceRecord:
     domain_name: str
     resources: Mapping[str, int]
     deleted: bool = False
+    #: The command lease holding its task (``instances.task_owner``).
+    task_owner: str | None = None
+    #: Set when the instance was ever launched (a build that died after it is not undone).
+    launched: bool = False
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """A command's lease (services/leases.py) as the books have it."""
+
+    uuid: str
+    command: str
+    holder: str
+    expires_at: datetime
+    taken_over_by: str | None = None
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """The state lock of apply; ``expires_at`` None: held by a person, never expires."""
+
+    name: str
+    holder: str
+    operation: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """A snapshot row still in flux (creating or deleting) or available."""
+
+    instance_uuid: str
+    name: str
+    status: str
 
 
 @dataclass(frozen=True)
@@ -127,6 +171,9 @@ class MigrationRecord:
     source: str | None
     dest: str | None
     status: str
+    #: ``migration``, ``resize``, ``live-migration`` or ``evacuation`` ("" when unknown).
+    kind: str = ""
+    shared_storage: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +196,9 @@ class Books:
     #: A kernel or initrd is named by the domain XML, not by a qcow2 backing file, so the host
     #: alone cannot tell it is in use.
     image_files: frozenset[str] = frozenset()
+    leases: Sequence[LeaseRecord] = ()
+    locks: Sequence[LockRecord] = ()
+    snapshots: Sequence[SnapshotRecord] = ()
 
 
 @dataclass(frozen=True)
@@ -161,6 +211,9 @@ class DomainSeen:
     #: The domain's size as libvirt runs it (None: the survey did not say).
     vcpus: int | None = None
     memory_mb: int | None = None
+    #: Its libvirt snapshots' names (None: the survey did not say).
+    snapshots: tuple[str, ...] | None = None
+    has_managed_save: bool = False
 
 
 @dataclass(frozen=True)
@@ -213,7 +266,7 @@ class Policy:
     orphan_min_age_s: int = 600
     remove_unused_base_images: bool = True
     base_image_min_age_s: int = 86400
-    #: Instances a live cloudctl command holds the lock of: never judged or touched.
+    #: Instances a live cloudctl command holds, besides those a live lease in the books names.
     busy: frozenset[str] = frozenset()
 
 
@@ -227,7 +280,43 @@ FixKind = Literal[
     "reap",  # destroy + undefine a deleted instance's domain and remove its files
     "remove_dir",  # remove an orphaned instance directory or resize stash
     "remove_base",  # remove an unused cached base image
+    "settle",  # take a dead command's instance over and settle it (see Settlement)
+    "forget_lease",  # delete a dead command's lease once nothing names it
+    "break_lock",  # remove a state lock whose holder died
 ]
+
+SettleStep = Literal[
+    "build",
+    "delete",
+    "power",
+    "rebuild",
+    "evacuation",
+    "live_migration",
+    "cold_migration",
+    "confirm",
+    "revert",
+    "snapshot",
+]
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How to settle what a dead command left on one instance: roll its step forward (the
+    hosts show it done, or it can be finished) or back (undo it), and the books after."""
+
+    step: SettleStep
+    way: Literal["forward", "back"]
+    #: The instance's vm_state and power state afterwards (None: as the step decides).
+    vm_state: str | None
+    power_state: int
+    #: Where the instance lives afterwards (None: nowhere, e.g. a build undone).
+    host: str | None
+    why: str
+    #: ``delete`` of a guest whose host is down: the books only (the reap removes the domain
+    #: if the host comes back).
+    local_only: bool = False
+    #: Snapshot name -> its status afterwards (``available`` or ``deleted``).
+    snapshots: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -248,6 +337,7 @@ class Fix:
     release_on_other_hosts: bool = False
     #: ``reap``: undefine only; the directory is (or may be) the live guest's on shared storage.
     keep_files: bool = False
+    settlement: Settlement | None = None
 
 
 @dataclass(frozen=True)
@@ -256,7 +346,7 @@ class Finding:
 
     code: str
     severity: Severity
-    kind: Literal["instance", "allocation", "domain", "host", "file"]
+    kind: Literal["instance", "allocation", "domain", "host", "file", "lease"]
     object: str
     message: str
     host: str | None = None
@@ -272,8 +362,15 @@ def audit(books: Books, seen: Iterable[HostSeen], policy: Policy) -> list[Findin
     """Every disagreement, in a stable order: hosts, instances, ledger, domains, files."""
     survey = {s.host: s for s in seen}
     view = _View(books, survey, policy)
-    findings = view.hosts() + view.instances() + view.ledger() + view.domains() + view.files()
-    order = {"host": 0, "instance": 1, "allocation": 2, "domain": 3, "file": 4}
+    findings = (
+        view.hosts()
+        + view.leases()
+        + view.instances()
+        + view.ledger()
+        + view.domains()
+        + view.files()
+    )
+    order = {"host": 0, "lease": 1, "instance": 2, "allocation": 3, "domain": 4, "file": 5}
     return sorted(findings, key=lambda f: (order[f.kind], f.object, f.code, f.host or ""))
 
 
@@ -303,6 +400,24 @@ class _View:
         self.dir_identity = {
             (s.host, d.name): d.identity for s in survey.values() if s.reachable for d in s.dirs
         }
+        self.lease_rows = {lease.uuid: lease for lease in books.leases}
+        live_leases = {u for u, lease in self.lease_rows.items() if lease.expires_at >= policy.now}
+        #: Instances a live command holds: never judged, their claims and files theirs.
+        self.busy = set(policy.busy) | {
+            i.uuid for i in books.instances if i.task_owner in live_leases and not i.deleted
+        }
+        self.snapshots_of: dict[str, list[SnapshotRecord]] = {}
+        for snap in books.snapshots:
+            self.snapshots_of.setdefault(snap.instance_uuid, []).append(snap)
+        self.down = {
+            h.name
+            for h in books.hosts
+            if not self.reachable(h.name)
+            and (
+                h.last_heartbeat is None
+                or policy.now - h.last_heartbeat > timedelta(seconds=policy.service_down_time_s)
+            )
+        }
 
     def same_dir(self, host: str, other: str | None, name: str) -> bool | None:
         """Whether ``host`` and ``other`` see one directory ``name`` (None: cannot tell)."""
@@ -321,16 +436,16 @@ class _View:
         return seen is not None and seen.reachable
 
     def in_flight(self, inst: InstanceRecord) -> bool:
-        """A task (or build) under way and not yet past its timeout, or a command holds it."""
-        if inst.uuid in self.policy.busy:
-            return True
-        if inst.task_state is None and inst.vm_state != VmState.BUILDING:
-            return False
-        return not self.stuck(inst)
+        """A live command holds the instance: its state, claims and files are that command's."""
+        return inst.uuid in self.busy
 
-    def stuck(self, inst: InstanceRecord) -> bool:
-        if inst.uuid in self.policy.busy:
+    def orphaned(self, inst: InstanceRecord) -> bool:
+        """In a task (or a build) that no live command holds: its command died."""
+        if inst.uuid in self.busy:
             return False
+        return inst.task_state is not None or inst.vm_state == VmState.BUILDING
+
+    def past_timeout(self, inst: InstanceRecord) -> bool:
         if inst.vm_state == VmState.BUILDING:
             timeout = self.policy.build_timeout_s
         elif inst.task_state is not None:
@@ -368,14 +483,59 @@ class _View:
                 )
         return out
 
-    # -- instances: stuck tasks, power states, missing or wandering domains --------------------
+    # -- leases and locks: commands that died -------------------------------------------------
+    def leases(self) -> list[Finding]:
+        out: list[Finding] = []
+        now = self.policy.now
+        for lease in self.books.leases:
+            if lease.expires_at >= now:
+                continue
+            taker = self.lease_rows.get(lease.taken_over_by or "")
+            if taker is not None and taker.expires_at >= now:
+                continue  # a live controller is settling what it left
+            held = sorted(
+                i.name for i in self.books.instances if i.task_owner == lease.uuid and not i.deleted
+            )
+            since = lease.expires_at.isoformat(timespec="seconds")
+            what = f"; holds {', '.join(held)}" if held else ""
+            out.append(
+                Finding(
+                    "ELEASE001",
+                    "error",
+                    "lease",
+                    lease.command,
+                    f"its command died ({lease.holder}; lease expired {since}){what}",
+                    fixes=(Fix("forget_lease", consumer=lease.uuid),),
+                )
+            )
+        for lock in self.books.locks:
+            if lock.expires_at is None or lock.expires_at >= now:
+                continue
+            since = lock.expires_at.isoformat(timespec="seconds")
+            out.append(
+                Finding(
+                    "ELEASE002",
+                    "error",
+                    "lease",
+                    f"state lock {lock.name}",
+                    f"held by a dead {lock.operation} ({lock.holder}; lease expired {since})",
+                    fixes=(Fix("break_lock", name=lock.name),),
+                )
+            )
+        return out
+
+    # -- instances: dead commands' tasks, power states, missing or wandering domains ----------
     def instances(self) -> list[Finding]:
         out: list[Finding] = []
         for inst in self.live.values():
-            if self.stuck(inst):
-                out.append(self._stuck(inst))
+            if self.in_flight(inst):
+                if self.past_timeout(inst):
+                    out.append(self._long_task(inst))
                 continue
-            if self.in_flight(inst) or inst.host is None or not self.reachable(inst.host):
+            if self.orphaned(inst):
+                out.append(self._orphan(inst))
+                continue
+            if inst.host is None or not self.reachable(inst.host):
                 continue
             out += self._power(inst)
         return out
@@ -388,41 +548,50 @@ class _View:
                 return host, dom
         return places[0] if places else None
 
-    def _stuck(self, inst: InstanceRecord) -> Finding:
-        self.settled.add(inst.uuid)
+    def _long_task(self, inst: InstanceRecord) -> Finding:
         task = inst.task_state or inst.vm_state
         since = inst.updated_at.isoformat(timespec="seconds")
-        where = self._where(inst)
-        moves = self.moving_by_instance.get(inst.uuid, [])
-        power = PowerState.from_libvirt(where[1].state) if where else PowerState.NOSTATE
-        if where is not None:  # the guest exists: charged where its domain is, nowhere else
-            host, keep, release = where[0], True, True
-        elif inst.vm_state == VmState.BUILDING:  # never spawned: its claim goes back
-            host, keep, release = None, False, True
-        elif not self.reachable(inst.host):  # its host cannot tell: keep it until it answers
-            host, keep, release = inst.host, True, False
-        else:
-            host, keep, release = inst.host, True, True
-        fixes = [
-            Fix(
-                "mark_error",
-                host=host,
-                consumer=inst.uuid,
-                resources=inst.resources if keep else {},
-                power_state=int(power),
-                migration=moves[0].uuid if moves else None,
-                release_on_other_hosts=release,
-            )
-        ]
         return Finding(
             "ESTATE001",
+            "warning",
+            "instance",
+            inst.name,
+            f"in {task} since {since}, held by a live command",
+            host=inst.host,
+            instance=inst.uuid,
+        )
+
+    def _orphan(self, inst: InstanceRecord) -> Finding:
+        self.settled.add(inst.uuid)
+        task = inst.task_state or inst.vm_state
+        lease = self.lease_rows.get(inst.task_owner or "")
+        if lease is not None:
+            since = lease.expires_at.isoformat(timespec="seconds")
+            who = f"its command {lease.command} ({lease.holder}) died: lease expired {since}"
+        else:
+            who = "no command holds it"
+        decision = settle(
+            inst,
+            self.moving_by_instance.get(inst.uuid, []),
+            self.snapshots_of.get(inst.uuid, []),
+            self.domains_of.get(inst.uuid, []),
+            reachable=frozenset(h for h, s in self.survey.items() if s.reachable),
+            down=frozenset(self.down),
+        )
+        fixes: tuple[Fix, ...] = ()
+        how = "waits for its host to answer"
+        if decision is not None:
+            fixes = (Fix("settle", host=decision.host, consumer=inst.uuid, settlement=decision),)
+            how = f"settle: {decision.step} {decision.way} ({decision.why})"
+        return Finding(
+            "ESTATE002",
             "error",
             "instance",
             inst.name,
-            f"stuck in {task} since {since}",
+            f"in {task}, but {who}; {how}",
             host=inst.host,
             instance=inst.uuid,
-            fixes=tuple(fixes),
+            fixes=fixes,
         )
 
     def _power(self, inst: InstanceRecord) -> list[Finding]:
@@ -644,7 +813,7 @@ class _View:
                     )
                 elif inst.uuid in self.live:
                     out += self._stale_copy(s.host, dom, self.live[inst.uuid])
-                elif inst.uuid not in self.policy.busy:
+                elif inst.uuid not in self.busy:
                     reap = self.policy.running_deleted == "reap"
                     out.append(
                         Finding(
@@ -761,7 +930,7 @@ class _View:
     def _dir_in_use(self, host: str, d: DirSeen) -> bool:
         assert d.uuid is not None
         inst = self.live.get(d.uuid)
-        if d.uuid in self.policy.busy or (inst is not None and self.in_flight(inst)):
+        if d.uuid in self.busy or (inst is not None and self.in_flight(inst)):
             return True
         if any(host in (m.source, m.dest) for m in self.moving_by_instance.get(d.uuid, [])):
             return True
@@ -774,6 +943,183 @@ class _View:
         # Its own host's, or the same directory its own host sees (shared storage), or its own
         # host cannot tell us: kept.
         return inst.host == host or self.same_dir(host, inst.host, d.name) is not False
+
+
+# -- settling what a dead command left ----------------------------------------------------------
+
+#: Power task -> the vm_state its flow ends in (services/compute/power.py).
+POWER_TARGETS: Mapping[str, str] = {
+    TaskState.POWERING_OFF: VmState.STOPPED,
+    TaskState.POWERING_ON: VmState.ACTIVE,
+    TaskState.REBOOTING: VmState.ACTIVE,
+    TaskState.REBOOTING_HARD: VmState.ACTIVE,
+    TaskState.PAUSING: VmState.PAUSED,
+    TaskState.UNPAUSING: VmState.ACTIVE,
+    TaskState.SUSPENDING: VmState.SUSPENDED,
+    TaskState.RESUMING: VmState.ACTIVE,
+    TaskState.SOFT_DELETING: VmState.SOFT_DELETED,
+    TaskState.RESTORING: VmState.ACTIVE,
+}
+REBUILD_TASKS = frozenset(
+    {TaskState.REBUILDING, TaskState.REBUILD_BLOCK_DEVICE_MAPPING, TaskState.REBUILD_SPAWNING}
+)
+SNAPSHOT_TASKS = frozenset({TaskState.IMAGE_SNAPSHOT, TaskState.IMAGE_UPLOADING})
+RUNNING = frozenset({"running", "blocked"})
+
+
+def _seen_state(dom: DomainSeen) -> str:
+    """The vm_state an idle guest in ``dom`` has (a managed save is a suspended guest)."""
+    if dom.state in ("shutoff", "shutdown") and dom.has_managed_save:
+        return VmState.SUSPENDED
+    return REPORTED_VM_STATE.get(dom.state, VmState.STOPPED)
+
+
+def _agrees(vm_state: str, dom: DomainSeen) -> bool:
+    if vm_state == VmState.SUSPENDED:
+        return dom.state == "shutoff" and dom.has_managed_save
+    return dom.state in EXPECTED_DOMAIN_STATES.get(vm_state, frozenset())
+
+
+def settle(
+    inst: InstanceRecord,
+    moves: Sequence[MigrationRecord],
+    snapshots: Sequence[SnapshotRecord],
+    domains: Sequence[tuple[str, DomainSeen]],
+    *,
+    reachable: frozenset[str],
+    down: frozenset[str] = frozenset(),
+) -> Settlement | None:
+    """How to settle ``inst``, whose command died mid-task, from what the hosts show.
+
+    ``moves`` are its migrations under way, ``snapshots`` its snapshot rows, ``domains`` every
+    (host, domain) of its uuid the survey saw, ``reachable`` the hosts that answered and
+    ``down`` those past ``service_down_time``. None: a host that would tell did not answer;
+    try again on the next pass.
+    """
+    on = {h: d for h, d in domains}
+    task = inst.task_state
+    host = inst.host
+    mig = moves[-1] if moves else None
+
+    def tells(*names: str | None) -> bool:
+        return all(n is None or n in reachable for n in names)
+
+    def power(dom: DomainSeen) -> int:
+        return int(PowerState.from_libvirt(dom.state))
+
+    if task == TaskState.DELETING:
+        if tells(host):
+            return Settlement("delete", "forward", VmState.DELETED, 0, host, "finish the delete")
+        if host in down:
+            return Settlement(
+                "delete", "forward", VmState.DELETED, 0, host, "its host is down", local_only=True
+            )
+        return None
+    if inst.vm_state == VmState.BUILDING:
+        if host is None:
+            return Settlement("build", "back", VmState.ERROR, 0, None, "it was never placed")
+        if not tells(host):
+            return None
+        dom = on.get(host)
+        if dom is not None and dom.state in RUNNING:
+            return Settlement(
+                "build", "forward", VmState.ACTIVE, power(dom), host, f"it runs on {host}"
+            )
+        return Settlement("build", "back", VmState.ERROR, 0, host, f"it does not run on {host}")
+    if mig is not None and (mig.kind == "live-migration" or task == TaskState.MIGRATING):
+        if not tells(mig.source, mig.dest):
+            return None
+        src = on.get(mig.source or "")
+        dst = on.get(mig.dest or "") if mig.dest else None
+        if dst is not None and dst.state in RUNNING and (src is None or src.state not in RUNNING):
+            return Settlement(
+                "live_migration",
+                "forward",
+                VmState.ACTIVE,
+                power(dst),
+                mig.dest,
+                f"it runs on {mig.dest}",
+            )
+        if src is not None:
+            return Settlement(
+                "live_migration",
+                "back",
+                VmState.ACTIVE,
+                int(PowerState.RUNNING),
+                mig.source,
+                f"it is still on {mig.source}",
+            )
+        return Settlement(
+            "live_migration", "back", VmState.ERROR, 0, mig.source, "its domain is on no host"
+        )
+    if mig is not None and mig.kind == "evacuation":
+        if not tells(mig.dest):
+            return None
+        dst = on.get(mig.dest or "")
+        if dst is not None:
+            return Settlement(
+                "evacuation",
+                "forward",
+                _seen_state(dst),
+                power(dst),
+                mig.dest,
+                f"it was rebuilt on {mig.dest}",
+            )
+        return Settlement(
+            "evacuation", "back", VmState.ERROR, 0, mig.source, f"it is not on {mig.dest}"
+        )
+    if mig is not None and (mig.kind in ("migration", "resize") or task in MOVE_TASKS):
+        if task == TaskState.RESIZE_CONFIRMING or mig.status == "confirming":
+            if not tells(mig.source):
+                return None
+            return Settlement("confirm", "forward", None, 0, mig.dest, "discard the source's stash")
+        if not tells(mig.source, mig.dest):
+            return None
+        if task == TaskState.RESIZE_REVERTING or mig.status == "reverting":
+            return Settlement("revert", "forward", None, 0, mig.source, "finish the revert")
+        return Settlement(
+            "cold_migration", "back", None, 0, mig.source, f"restore it on {mig.source}"
+        )
+    if not tells(host) or host is None:
+        return None
+    dom = on.get(host)
+    if task in REBUILD_TASKS:
+        if dom is not None and dom.state in RUNNING:
+            return Settlement(
+                "rebuild", "forward", VmState.ACTIVE, power(dom), host, f"it runs on {host}"
+            )
+        return Settlement(
+            "rebuild", "back", VmState.ERROR, power(dom) if dom else 0, host, "it does not run"
+        )
+    if dom is None:
+        step: SettleStep = "snapshot" if task in SNAPSHOT_TASKS else "power"
+        return Settlement(step, "back", VmState.ERROR, 0, host, f"its domain is not on {host}")
+    if task in SNAPSHOT_TASKS:
+        if dom.snapshots is None:
+            return None
+        names = set(dom.snapshots)
+        after = {
+            s.name: "available" if s.name in names else "deleted"
+            for s in snapshots
+            if s.status in ("creating", "deleting")
+        }
+        return Settlement(
+            "snapshot",
+            "forward",
+            _seen_state(dom),
+            power(dom),
+            host,
+            "snapshots as libvirt has them",
+            snapshots=after,
+        )
+    target = POWER_TARGETS.get(task or "")
+    if target is not None and _agrees(target, dom):
+        return Settlement("power", "forward", target, power(dom), host, f"{dom.state} on {host}")
+    if _agrees(inst.vm_state, dom):
+        return Settlement(
+            "power", "back", inst.vm_state, power(dom), host, f"{dom.state} on {host}"
+        )
+    return Settlement("power", "back", _seen_state(dom), power(dom), host, f"{dom.state} on {host}")
 
 
 def _fmt(resources: Mapping[str, int]) -> str:

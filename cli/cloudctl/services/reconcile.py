@@ -8,13 +8,17 @@ one pass is a handful of batched steps, each one Ansible play over every host at
    than ``service_down_time_s`` is down (a host event records each up/down change).
 2. The pure :func:`cloudctl.audit.audit` compares the survey with the books and returns findings
    with their fixes.
-3. The fixes run in task order: ``check_instance_timeouts`` and ``sync_power_states`` (SQL, and one
+3. The fixes run in task order: ``settle_dead_commands`` (take over the expired leases of
+   commands that died and settle what they left by what the hosts show: services/settle.py),
+   ``sync_power_states`` (SQL, and one
    ``power.yml`` play under the ``restore`` policy), ``heal_allocations`` (SQL),
    ``cleanup_running_deleted_instances`` (one ``destroy.yml`` play), ``reclaim_queued_deletes``,
    ``poll_unconfirmed_resizes``, then ``cleanup_orphaned_files`` (one ``cleanup_files.yml`` play).
 
 Every correction is an instance action (``reconcile``, one event per fix) or a host event. Each SQL
-fix is its own short transaction and re-checks that the instance did not move on since the survey.
+fix is its own short transaction and re-checks, with a compare-and-swap, that no command took the
+instance since the survey. A pass holds a command lease of its own ("reconcile"); instances a
+live lease holds, whichever controller runs its command, are never judged or touched.
 """
 
 from __future__ import annotations
@@ -25,17 +29,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cloudctl import audit, ledger
 from cloudctl.audit import Books, Finding, Fix, HostSeen
-from cloudctl.db.models import Allocation, Host, HostEvent, Instance, Migration
-from cloudctl.domain.states import PowerState, VmState
+from cloudctl.db.models import (
+    Allocation,
+    CommandLease,
+    Host,
+    HostEvent,
+    Instance,
+    Migration,
+    Snapshot,
+    StateLock,
+)
+from cloudctl.domain.states import PowerState, TaskState, VmState
+from cloudctl.errors import InvalidState, NotFound
 from cloudctl.executor.base import HostTarget, RunRequest, RunResult
 from cloudctl.render.domain import render_domain_xml
-from cloudctl.services import actions, hosts
-from cloudctl.services.compute.common import domain_spec, instances_busy, run_error
+from cloudctl.services import actions, hosts, leases, settle
+from cloudctl.services.compute import tasks
+from cloudctl.services.compute.common import domain_spec, run_error
 from cloudctl.services.compute.delete import reclaim_soft_deleted
 from cloudctl.services.compute.migrate import confirm_due_resizes
 from cloudctl.services.context import Context
@@ -43,7 +58,7 @@ from cloudctl.services.context import Context
 #: The periodic tasks of one pass, in the order they run (Nova's names where Nova has one).
 TASKS = (
     "update_available_resource",
-    "check_instance_timeouts",
+    "settle_dead_commands",
     "sync_power_states",
     "heal_allocations",
     "cleanup_running_deleted_instances",
@@ -53,7 +68,9 @@ TASKS = (
 )
 
 _TASK_OF_CODE = {
-    "ESTATE001": "check_instance_timeouts",
+    "ESTATE002": "settle_dead_commands",
+    "ELEASE001": "settle_dead_commands",
+    "ELEASE002": "settle_dead_commands",
     "EPOWER001": "sync_power_states",
     "EDOMAIN001": "sync_power_states",
     "EDOMAIN002": "sync_power_states",
@@ -174,6 +191,8 @@ def read_books(session: Session) -> Books:
                     inst.vcpus, inst.memory_mb, inst.root_gb, inst.ephemeral_gb, inst.swap_mb
                 ),
                 deleted=bool(inst.deleted),
+                task_owner=inst.task_owner,
+                launched=inst.launched_at is not None,
             )
         )
     held: dict[tuple[str, str], dict[str, int]] = {}
@@ -198,10 +217,35 @@ def read_books(session: Session) -> Books:
                 source=m.source_host,
                 dest=m.dest_host,
                 status=m.status,
+                kind=m.migration_type,
+                shared_storage=m.shared_storage,
             )
             for m in session.scalars(select(Migration))
         ],
         image_files=frozenset(image_files),
+        leases=[
+            audit.LeaseRecord(
+                uuid=row.uuid,
+                command=row.command,
+                holder=f"{row.holder}, pid {row.pid}",
+                expires_at=row.expires_at,
+                taken_over_by=row.taken_over_by,
+            )
+            for row in session.scalars(select(CommandLease))
+        ],
+        locks=[
+            audit.LockRecord(
+                name=row.name,
+                holder=f"{row.holder}, pid {row.pid}",
+                operation=row.operation,
+                expires_at=row.expires_at,
+            )
+            for row in session.scalars(select(StateLock))
+        ],
+        snapshots=[
+            audit.SnapshotRecord(instance_uuid=row.instance_uuid, name=row.name, status=row.status)
+            for row in session.scalars(select(Snapshot).where(Snapshot.deleted == 0))
+        ],
     )
 
 
@@ -213,10 +257,18 @@ def ledger_findings(session: Session, now: datetime) -> list[Finding]:
 
 def survey(ctx: Context) -> Survey:
     """One play over every host: capacity, domains and instance files."""
+    blind: list[HostSeen] = []  # hosts this controller cannot reach: files it lacks
     with ctx.db.unit_of_work() as session:
-        targets = tuple(hosts.host_target(h) for h in hosts.list_hosts(session))
+        found = []
+        for h in hosts.list_hosts(session):
+            missing = hosts.missing_controller_file(h)
+            if missing is None:
+                found.append(hosts.host_target(h))
+            else:
+                blind.append(HostSeen(h.name, False, error=missing.message[:300]))
+        targets = tuple(found)
     if not targets:
-        return Survey([], None)
+        return Survey(blind, None)
     ctx.progress.info(f"surveying {len(targets)} host(s)")
     result = ctx.executor.run(
         RunRequest(
@@ -230,7 +282,7 @@ def survey(ctx: Context) -> Survey:
     seen = parse_survey(result, targets)
     # an answer is a heartbeat (the audit counts it as one too)
     hosts.touch_hosts(ctx, [s.host for s in seen if s.reachable])
-    return Survey(seen, result)
+    return Survey(seen + blind, result)
 
 
 def parse_survey(result: RunResult, targets: Sequence[HostTarget]) -> list[HostSeen]:
@@ -257,6 +309,10 @@ def parse_survey(result: RunResult, targets: Sequence[HostTarget]) -> list[HostS
                         state=str(d["state"]),
                         vcpus=_int_or_none(d.get("vcpus")),
                         memory_mb=_int_or_none(d.get("memory_mb")),
+                        snapshots=tuple(str(n) for n in d["snapshots"])
+                        if isinstance(d.get("snapshots"), list)
+                        else None,
+                        has_managed_save=bool(d.get("has_managed_save")),
                     )
                     for d in facts.get("domains", [])
                 ),
@@ -295,9 +351,8 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def policy_for(ctx: Context, books: Books, *, power: str | None = None) -> audit.Policy:
-    """The audit's knobs from the settings; instances locked by a live command are busy."""
+    """The audit's knobs from the settings (the books' leases tell which instances are busy)."""
     s = ctx.settings
-    live = [i.uuid for i in books.instances if not i.deleted]
     return audit.Policy(
         now=ctx.clock(),
         service_down_time_s=s.service_down_time_s,
@@ -308,7 +363,6 @@ def policy_for(ctx: Context, books: Books, *, power: str | None = None) -> audit
         orphan_min_age_s=s.orphan_files_min_age_s,
         remove_unused_base_images=s.remove_unused_base_images,
         base_image_min_age_s=s.remove_unused_base_images_min_age_s,
-        busy=instances_busy(ctx, live),
     )
 
 
@@ -326,9 +380,9 @@ def verify(ctx: Context, *, fix: bool = False) -> dict[str, Any]:
     findings = audit.audit(books, seen, policy_for(ctx, books, power="report"))
     fixed: list[Correction] = []
     if fix and any(f.fixes for f in findings):
-        request_id = actions.new_request_id()
-        for task in TASKS:
-            fixed += _run_task(ctx, task, findings, request_id)
+        with leases.command_lease(ctx, "verify --fix") as lease:
+            for task in TASKS:
+                fixed += _run_task(ctx, task, findings, lease.request_id)
         seen = survey(ctx).seen
         with ctx.db.unit_of_work() as session:
             books = read_books(session)
@@ -344,7 +398,12 @@ def verify(ctx: Context, *, fix: bool = False) -> dict[str, Any]:
 # -- reconcile -----------------------------------------------------------------------------------
 def reconcile(ctx: Context, *, should_stop: Callable[[], bool] = lambda: False) -> PassReport:
     """One pass of every periodic task; ``should_stop`` is asked between tasks."""
-    report = PassReport(request_id=actions.new_request_id())
+    with leases.command_lease(ctx, "reconcile") as lease:
+        return _reconcile(ctx, lease.request_id, should_stop)
+
+
+def _reconcile(ctx: Context, request_id: str, should_stop: Callable[[], bool]) -> PassReport:
+    report = PassReport(request_id=request_id)
     sv = survey(ctx)
     if sv.result is not None:
         hosts.apply_facts(ctx, sv.result)
@@ -411,6 +470,12 @@ def _run_task(
     if not mine:
         return []
     out: list[Correction] = []
+    if task == "settle_dead_commands":
+        for o in settle.settle_all(ctx, mine, request_id):
+            corr = Correction(task, o.finding.code, o.finding.object, o.finding.host, o.what, o.ok)
+            ctx.progress.info(f"{o.finding.code} {o.finding.object}: {corr.what}")
+            out.append(corr)
+        return out
     for f in mine:
         for fix in f.fixes:
             if fix.kind in _SQL_FIXES:
@@ -442,6 +507,14 @@ def _describe(fix: Fix) -> str:
         + ("" if fix.keep_files else ", remove its files"),
         "remove_dir": f"remove the {fix.dir_kind} directory on {fix.host}",
         "remove_base": f"remove the base image on {fix.host}",
+        "settle": (
+            f"take it over and settle it: {fix.settlement.step} {fix.settlement.way} "
+            f"({fix.settlement.why})"
+            if fix.settlement
+            else "settle it"
+        ),
+        "forget_lease": "forget the lease once what it held is settled",
+        "break_lock": f"release state lock {fix.name}",
     }[fix.kind]
 
 
@@ -462,10 +535,9 @@ def _apply_sql(ctx: Context, task: str, f: Finding, fix: Fix, request_id: str) -
         with ctx.db.unit_of_work() as session:
             now = ctx.clock()
             inst = _instance(session, fix.consumer)
-            moved_on = inst is not None and inst.task_state is not None
-            if moved_on and f.kind == "instance" and f.code != "ESTATE001":
+            if inst is not None and not inst.deleted and not _untouched(session, inst, now):
                 # a command took the instance since the survey: its result is the truth
-                corr.ok, corr.what = False, f"skipped: now {inst.task_state if inst else ''}"
+                corr.ok, corr.what = False, f"skipped: now {inst.task_state}"
                 return corr
             host = _host_row(session, fix.host)
             if fix.kind == "ledger_release":
@@ -499,6 +571,19 @@ def _apply_sql(ctx: Context, task: str, f: Finding, fix: Fix, request_id: str) -
         corr.ok, corr.what = False, f"{what}: {run_error(exc)}"
     ctx.progress.info(f"{f.code} {f.object}: {corr.what}")
     return corr
+
+
+def _untouched(session: Session, inst: Instance, now: datetime) -> bool:
+    """Hold ``inst`` for this transaction if no command holds it (a compare-and-swap that
+    takes the row's lock on PostgreSQL and the write lock on SQLite until the commit)."""
+    result = session.execute(
+        update(Instance)
+        .where(Instance.id == inst.id, Instance.task_state.is_(None))
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(inst)
+    return bool(getattr(result, "rowcount", 0))
 
 
 def _mark_error(
@@ -566,11 +651,24 @@ def _set_power(
     ctx: Context, task: str, todo: Sequence[tuple[Finding, Fix]], request_id: str
 ) -> list[Correction]:
     per_host: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    taken: dict[str, str | None] = {}  # consumer -> None (claimed) or why it was not
+    for _, fix in todo:
+        try:
+            # The guest is driven on its host: it is claimed like any command's.
+            tasks.start(
+                ctx,
+                lambda session, u=fix.consumer: tasks.claim(  # type: ignore[misc]
+                    session, ctx, [u], "restore the power state of", TaskState.SETTLING, None
+                ),
+            )
+            taken[fix.consumer] = None
+        except (InvalidState, NotFound) as exc:
+            taken[fix.consumer] = f"skipped: {exc.message}"
     with ctx.db.unit_of_work() as session:
         targets = _targets(session, (fix.host or "" for _, fix in todo))
         for _, fix in todo:
             inst = _instance(session, fix.consumer)
-            if inst is None or fix.host not in targets:
+            if inst is None or fix.host not in targets or taken.get(fix.consumer):
                 continue
             xml = render_domain_xml(domain_spec(session, inst))
             per_host[fix.host].append({"name": fix.domain, "xml": xml, "state": fix.state})
@@ -592,12 +690,13 @@ def _set_power(
     with ctx.db.unit_of_work() as session:
         now = ctx.clock()
         for f, fix in todo:
-            reason = why(fix.host or "", fix.domain)
+            reason = taken.get(fix.consumer) or why(fix.host or "", fix.domain)
             corr = Correction(task, f.code, f.object, fix.host, _describe(fix), ok=reason is None)
             if reason is not None:
                 corr.what += f": {reason}"
             inst = _instance(session, fix.consumer)
-            if inst is not None:
+            if inst is not None and taken.get(fix.consumer) is None:
+                tasks.finish(session, ctx, inst)
                 if reason is None:
                     inst.power_state = int(
                         PowerState.from_libvirt(
