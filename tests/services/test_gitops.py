@@ -137,6 +137,8 @@ def test_an_apply_killed_mid_build_is_cleaned_up_by_the_next(
     _, report = gitops.run_apply(ctx, lab)
     assert report is not None and "web-1" in report.cleaned and not report.failed
     assert row(ctx, "web-1").vm_state == "active"
+    with ctx.db.unit_of_work() as s:  # the dead apply's lease went with what it held
+        assert s.scalars(select(CommandLease)).all() == []
     with ctx.db.unit_of_work() as s:
         assert reconcile.ledger_findings(s, NOW) == []
     assert not gitops.make_plan(ctx, lab).has_changes

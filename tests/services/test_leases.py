@@ -110,8 +110,9 @@ def test_take_over_is_a_compare_and_swap(ctx: Context) -> None:
         second.clock = lambda: pass_time
         assert leases.take_over(second, dead.uuid, mine)
         assert not leases.take_over(second, dead.uuid, mine)  # taken already
-    [row] = [r for r in rows(ctx) if r.uuid == dead.uuid]
-    assert row.taken_over_by == mine.uuid
+        [row] = [r for r in rows(ctx) if r.uuid == dead.uuid]
+        assert row.taken_over_by == mine.uuid
+    assert rows(ctx) == []  # what it took over went with the taker's end
 
 
 def test_a_command_ending_with_instances_in_its_task_leaves_its_lease_expired(

@@ -676,8 +676,22 @@ def resume_unfinished(ctx: Context) -> list[str]:
                 for n in names:
                     state_store.forget_owned(session, "Server", n, ESTATE)
             cleaned += names
+        _retire_lease(ctx, run.get("lease_uuid"))
         state_store.mark_interrupted(ctx, run["uuid"])
     return cleaned
+
+
+def _retire_lease(ctx: Context, lease_uuid: str | None) -> None:
+    """The dead apply's lease goes: what it still holds (a step other than a create, killed
+    mid-way) is settled by what the hosts show, as reconcile would."""
+    if lease_uuid is None:
+        return
+    with ctx.db.unit_of_work() as session:
+        held = list(session.scalars(select(Instance.uuid).where(Instance.task_owner == lease_uuid)))
+    if held:
+        ctx.progress.info(f"settling {len(held)} server(s) the interrupted apply held")
+        reconcile.settle_dead(ctx, held)
+    leases.forget_expired(ctx, [lease_uuid])
 
 
 def _force_delete(ctx: Context, names: Sequence[str]) -> None:

@@ -259,13 +259,15 @@ class Lease:
             )
 
     def end(self) -> None:
-        """Delete the lease; if it still owns instances, leave it expired for reconcile."""
+        """Delete the lease (and the dead ones it took over: what they held became its own);
+        if it still owns instances, leave it expired for reconcile."""
         KEEPER.unregister(self.uuid)
         remove_stop_check(self.fenced)
         if self.handed_off:
             return
         now = self.ctx.clock()
         with self.ctx.db.unit_of_work() as session:
+            session.execute(delete(CommandLease).where(CommandLease.taken_over_by == self.uuid))
             left = session.scalar(
                 select(func.count(Instance.id)).where(Instance.task_owner == self.uuid)
             )
@@ -486,10 +488,20 @@ def take_over(ctx: Context, dead: str, mine: Lease) -> bool:
     return True
 
 
-def forget(ctx: Context, uuids: Iterable[str]) -> None:
-    """Delete leases whose command's leftovers were settled."""
+def forget_expired(ctx: Context, uuids: Iterable[str]) -> None:
+    """Delete the leases of ``uuids`` that expired and that no instance names any more."""
     keys = list(uuids)
     if not keys:
         return
+    now = ctx.clock()
     with ctx.db.unit_of_work() as session:
-        session.execute(delete(CommandLease).where(CommandLease.uuid.in_(keys)))
+        named = set(
+            session.scalars(select(Instance.task_owner).where(Instance.task_owner.in_(keys)))
+        )
+        gone = [k for k in keys if k not in named]
+        if gone:
+            session.execute(
+                delete(CommandLease).where(
+                    CommandLease.uuid.in_(gone), CommandLease.expires_at < now
+                )
+            )

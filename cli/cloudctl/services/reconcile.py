@@ -24,7 +24,7 @@ live lease holds, whichever controller runs its command, are never judged or tou
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -393,6 +393,21 @@ def verify(ctx: Context, *, fix: bool = False) -> dict[str, Any]:
         "warnings": sum(1 for f in findings if f.severity == "warning"),
         "fixed": [c.view() for c in fixed],
     }
+
+
+def settle_dead(ctx: Context, instances: Collection[str]) -> list[Correction]:
+    """Settle, now, what dead commands left on ``instances`` (and their expired leases): one
+    survey and the ``settle_dead_commands`` task alone (``apply`` resuming a killed apply)."""
+    seen = survey(ctx).seen
+    with ctx.db.unit_of_work() as session:
+        books = read_books(session)
+    findings = [
+        f
+        for f in audit.audit(books, seen, policy_for(ctx, books))
+        if f.code in ("ESTATE002", "ELEASE001") and (f.instance is None or f.instance in instances)
+    ]
+    with leases.command_lease(ctx, "settle") as lease:
+        return _run_task(ctx, "settle_dead_commands", findings, lease.request_id)
 
 
 # -- reconcile -----------------------------------------------------------------------------------

@@ -453,6 +453,7 @@ def _run_view(
         "pid": run.pid,
         "hostname": run.hostname,
         "summary": run.summary,
+        "lease_uuid": run.lease_uuid,
         "stale": run.status == "running" and _run_dead(session, run, now, holding_lock=False),
         "steps": [_step_view(s) for s in session.scalars(stmt.order_by(ApplyStep.seq))],
     }
