@@ -398,6 +398,9 @@ class Proxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
+            if not self.open:  # accepted as the cut came: the database is gone
+                client.close()
+                return
             upstream = socket.create_connection(self.target)
             self.socks += [client, upstream]
             for src, dst in ((client, upstream), (upstream, client)):
@@ -417,6 +420,10 @@ class Proxy:
 
     def cut(self) -> None:
         self.open = False
+        # shutdown() wakes the thread blocked in accept() (close() alone would not, and the
+        # listening socket would go on taking connections).
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
         for s in self.socks:
             with contextlib.suppress(OSError):
