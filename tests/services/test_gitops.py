@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from cloudctl.services import desired, gitops, leases, reconcile, state_store
 from cloudctl.services.context import Context
 from tests.conftest import NOW, add_host
 from tests.services.conftest import add_image, running
-from tests.services.lifecycle import power_answer, row
+from tests.services.lifecycle import another, power_answer, row
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "estate"
 
@@ -242,3 +245,23 @@ def test_an_image_file_swapped_for_a_link_out_of_the_tree_after_planning_is_not_
     [failed] = report.failed
     assert "resolves outside" in failed["error"]
     assert not (ctx.settings.images_dir).exists() or not any(ctx.settings.images_dir.iterdir())
+
+
+def test_a_killed_applys_lease_is_waited_for_once_its_state_lock_expired(ctx: Context) -> None:
+    """The dead apply's state lock ran out a few seconds before its command lease: the next
+    apply waits for that lease rather than take its servers for a live command's."""
+    now = [NOW]
+    ctx.clock = lambda: now[0]
+    with leases.command_lease(another(ctx), "apply (killed)") as dead:
+        run = state_store.start_run(another(ctx), "fp")
+        with ctx.db.unit_of_work() as s:
+            s.execute(update(ApplyRun).where(ApplyRun.uuid == run).values(lease_uuid=dead.uuid))
+        assert state_store.live_runs_of_others(ctx) == [run]
+        timer = threading.Timer(0.6, lambda: now.__setitem__(0, NOW + timedelta(minutes=5)))
+        timer.start()
+        started = time.monotonic()
+        gitops._await_dead_runs(ctx)
+        timer.join()
+        assert 0.5 < time.monotonic() - started < 5
+        assert state_store.live_runs_of_others(ctx) == []
+        dead.handed_off = True  # as if killed: its row stays

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import os
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -657,6 +658,7 @@ def resume_unfinished(ctx: Context) -> list[str]:
     reaped = ctx.executor.reap_orphans()
     if reaped:
         ctx.progress.info(f"stopped {len(reaped)} Ansible processes left by a killed cloudctl")
+    _await_dead_runs(ctx)
     cleaned: list[str] = []
     for run in state_store.unfinished_runs(ctx, holding_lock=True):
         uuids = [u for step in run.get("steps", []) for u in step.get("instance_uuids") or []]
@@ -679,6 +681,25 @@ def resume_unfinished(ctx: Context) -> list[str]:
         _retire_lease(ctx, run.get("lease_uuid"))
         state_store.mark_interrupted(ctx, run["uuid"])
     return cleaned
+
+
+def _await_dead_runs(ctx: Context) -> None:
+    """Wait (at most a lease) for the command leases of runs whose state lock we took over.
+
+    The keeper renews a process's state lock and command lease at different moments: when the
+    state lock is found expired, the dead apply's command lease may live a few seconds more,
+    and its servers would look held by a live command.
+    """
+    deadline = time.monotonic() + ctx.settings.command_lease_s + 2
+    told = False
+    while (runs := state_store.live_runs_of_others(ctx)) and time.monotonic() < deadline:
+        if not told:
+            ctx.progress.info(
+                f"waiting for the lease of interrupted apply {runs[0][:8]} to run out "
+                f"(at most {ctx.settings.command_lease_s}s)"
+            )
+            told = True
+        time.sleep(0.5)
 
 
 def _retire_lease(ctx: Context, lease_uuid: str | None) -> None:

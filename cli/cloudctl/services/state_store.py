@@ -486,6 +486,25 @@ def unfinished_runs(ctx: Context, *, holding_lock: bool = False) -> list[dict[st
         ]
 
 
+def live_runs_of_others(ctx: Context) -> list[str]:
+    """Runs still marked running, not this command's, whose lease has not expired yet.
+
+    Under the state lock none of them can be applying: their holder's state lock expired (the
+    same keeper renews both), so their command lease is about to. The caller waits for it.
+    """
+    mine = ctx.lease.uuid if ctx.lease is not None else None
+    now = ctx.clock()
+    with ctx.db.unit_of_work() as session:
+        runs = session.scalars(select(ApplyRun).where(ApplyRun.status == "running"))
+        return [
+            r.uuid
+            for r in runs
+            if r.lease_uuid is not None
+            and r.lease_uuid != mine
+            and not _run_dead(session, r, now, holding_lock=False)
+        ]
+
+
 def recent_runs(ctx: Context, limit: int = 5) -> list[dict[str, Any]]:
     """The last ``limit`` runs, newest first, each with its open steps."""
     with ctx.db.unit_of_work() as session:
