@@ -78,17 +78,16 @@ def faults(ctx: Context, name: str) -> list[str]:
         )
 
 
-def hold(
+def foreign_lease(
     ctx: Context,
-    uuid: str,
-    task_state: str,
     *,
     expires_in_s: int = 30,
     command: str = "another command",
+    lease_uuid: str | None = None,
 ) -> str:
-    """Make ``uuid`` held by another command: a lease of its own (expiring ``expires_in_s``
-    after the context's clock; negative: it died) set as the instance's task owner."""
-    lease_uuid = str(uuidlib.uuid4())
+    """Another process's command lease (expiring ``expires_in_s`` after the context's clock;
+    negative: its command died); returns its uuid."""
+    lease_uuid = lease_uuid or str(uuidlib.uuid4())
     now = ctx.clock()
     with ctx.db.unit_of_work() as s:
         s.add(
@@ -109,6 +108,20 @@ def hold(
                 holds={},
             )
         )
+    return lease_uuid
+
+
+def hold(
+    ctx: Context,
+    uuid: str,
+    task_state: str,
+    *,
+    expires_in_s: int = 30,
+    command: str = "another command",
+) -> str:
+    """Make ``uuid`` held by another command (:func:`foreign_lease`) in ``task_state``."""
+    lease_uuid = foreign_lease(ctx, expires_in_s=expires_in_s, command=command)
+    with ctx.db.unit_of_work() as s:
         inst = s.scalars(select(Instance).where(Instance.uuid == uuid)).one()
         inst.task_state, inst.task_owner = task_state, lease_uuid
     return lease_uuid

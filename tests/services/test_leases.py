@@ -15,7 +15,7 @@ from cloudctl.executor.base import stop_reason
 from cloudctl.services import leases
 from cloudctl.services.context import Context
 from tests.conftest import NOW
-from tests.services.lifecycle import another
+from tests.services.lifecycle import another, foreign_lease
 
 
 def rows(ctx: Context) -> list[CommandLease]:
@@ -86,25 +86,7 @@ def test_take_over_is_a_compare_and_swap(ctx: Context) -> None:
     with leases.command_lease(first, "dead command") as dead:
         pass_time = NOW + timedelta(seconds=ctx.settings.command_lease_s + 1)
     # the dead command's row, as if its process was killed: left behind, not renewed
-    with ctx.db.unit_of_work() as s:
-        s.add(
-            CommandLease(
-                uuid=dead.uuid,
-                request_id="req-x",
-                command="dead command",
-                holder="root@gone",
-                hostname="gone",
-                boot_id="b",
-                pid_ns="1",
-                pid=1,
-                start_time=1,
-                lease_s=30,
-                created_at=NOW,
-                heartbeat_at=NOW,
-                expires_at=NOW + timedelta(seconds=30),
-                holds={},
-            )
-        )
+    foreign_lease(ctx, command="dead command", lease_uuid=dead.uuid)
     with leases.command_lease(second, "reconcile") as mine:
         assert not leases.take_over(second, dead.uuid, mine)  # not expired yet
         second.clock = lambda: pass_time
