@@ -17,6 +17,26 @@ from cloudctl.services.compute import common
 URL = "postgresql+psycopg://cloudctl:s3cret@db.example.org/cloudctl"
 
 
+def launch(
+    settings: Settings, args: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A real ``launch_worker`` (with ``env`` set in the caller's environment); its process."""
+    procs: list[subprocess.Popen[bytes]] = []
+    real = subprocess.Popen
+
+    def popen(argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+        procs.append(real(argv, **kw))
+        return procs[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(common.subprocess, "Popen", popen)
+        for key, value in (env or {}).items():
+            mp.setenv(key, value)
+        common.launch_worker(settings, args)
+    [proc] = procs
+    return proc
+
+
 def test_the_worker_reads_the_database_url_from_its_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -46,17 +66,7 @@ def test_a_real_worker_sees_the_url_only_in_its_environment(tmp_path: Path) -> N
         port = server.getsockname()[1]
         url = f"postgresql+psycopg://cloudctl:s3cret@127.0.0.1:{port}/cloudctl?connect_timeout=60"
         settings = Settings(home=tmp_path / "home", db_url=url)
-        procs: list[subprocess.Popen[bytes]] = []
-        real = subprocess.Popen
-
-        def popen(argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
-            procs.append(real(argv, **kw))
-            return procs[-1]
-
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(common.subprocess, "Popen", popen)
-            common.launch_worker(settings, ["list"])
-        [proc] = procs
+        proc = launch(settings, ["list"])
         conn, _ = server.accept()  # the worker is connecting: it has started
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
         environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
@@ -72,20 +82,12 @@ def test_the_worker_uses_the_callers_database(tmp_path: Path) -> None:
     """Whatever CLOUDCTL_DB the caller's environment had, the worker uses the caller's state."""
     db_url = f"sqlite:///{tmp_path / 'state.db'}"
     settings = Settings(home=tmp_path / "home", db_url=db_url)
-    procs: list[subprocess.Popen[bytes]] = []
-    real = subprocess.Popen
-
-    def popen(argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
-        procs.append(real(argv, **kw))
-        return procs[-1]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(common.subprocess, "Popen", popen)
-        mp.setenv("CLOUDCTL_DB", f"sqlite:///{tmp_path / 'other.db'}")
-        common.launch_worker(
-            settings, ["flavor", "create", "w1", "--vcpus", "1", "--ram", "64", "--disk", "1"]
-        )
-    assert procs[0].wait(timeout=60) == 0
+    proc = launch(
+        settings,
+        ["flavor", "create", "w1", "--vcpus", "1", "--ram", "64", "--disk", "1"],
+        env={"CLOUDCTL_DB": f"sqlite:///{tmp_path / 'other.db'}"},
+    )
+    assert proc.wait(timeout=60) == 0
     db = Database(db_url)
     with db.unit_of_work() as session:
         assert flavors.get_flavor(session, "w1").vcpus == 1

@@ -22,7 +22,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from cloudctl import ledger
-from cloudctl.audit import Finding, Settlement
+from cloudctl.audit import MOVING_STATUSES, Finding, Settlement
 from cloudctl.db.models import (
     CommandLease,
     Host,
@@ -141,13 +141,19 @@ def _host(session: Session, name: str | None) -> Host | None:
 
 
 def _migration(session: Session, inst_uuid: str) -> Migration | None:
-    from cloudctl.audit import MOVING_STATUSES
-
     return session.scalars(
         select(Migration)
         .where(Migration.instance_uuid == inst_uuid, Migration.status.in_(MOVING_STATUSES))
         .order_by(Migration.id.desc())
     ).first()
+
+
+def _under_way(session: Session, inst_uuid: str) -> Migration:
+    """The instance's migration under way; CloudctlError (settle again later) if none is."""
+    mig = _migration(session, inst_uuid)
+    if mig is None:
+        raise CloudctlError("its migration is no longer under way")
+    return mig
 
 
 # -- one instance -------------------------------------------------------------------------------
@@ -297,9 +303,7 @@ def _live_migration(
     ctx: Context, u: str, plan: Settlement, request_id: str, dead: str, what: str
 ) -> None:
     with ctx.db.unit_of_work() as session:
-        mig = _migration(session, u)
-        if mig is None:
-            raise CloudctlError("its migration is no longer under way")
+        mig = _under_way(session, u)
         # Unknown (the checks never ran) counts as shared: never remove a disk it might be.
         mig_uuid, source, shared = mig.uuid, mig.source_host, mig.shared_storage is not False
         no_dest = mig.dest_host is None
@@ -360,10 +364,7 @@ def _cold_migration(
     ctx: Context, u: str, plan: Settlement, request_id: str, dead: str, what: str
 ) -> None:
     with ctx.db.unit_of_work() as session:
-        mig = _migration(session, u)
-        if mig is None:
-            raise CloudctlError("its migration is no longer under way")
-        mig_uuid = mig.uuid
+        mig_uuid = _under_way(session, u).uuid
     roll_back(ctx, u, mig_uuid, dead, f"its command died; {plan.why}", None)
     _after_flow(ctx, u, request_id, what)
 
@@ -372,10 +373,8 @@ def _moving(ctx: Context, u: str, dead: str, action: str, event: str) -> tuple[M
     """The instance's migration under way and its name; the dead command's action (``action``
     with ``event``) is made again if the flow has none to record its end on."""
     with ctx.db.unit_of_work() as session:
-        mig = _migration(session, u)
+        mig = _under_way(session, u)
         inst = by_uuid(session, u)
-        if mig is None:
-            raise CloudctlError("its migration is no longer under way")
         if _open_request(session, inst) != dead:
             act = actions.start_action(session, inst, action, dead, ctx.clock())
             actions.start_event(session, act, event, ctx.clock(), mig.source_host)

@@ -110,14 +110,7 @@ def _refuse(
     if held and (row.task_states is None or inst.task_state not in row.task_states):
         if early and ctx.settings.wait_lock_s > 0:
             return  # the claim waits for it (--wait-lock) and checks again
-        raise InstanceBusy(
-            f"{reason}; {holder_of(session, ctx, inst)}",
-            action=action,
-            name=inst.name,
-            vm_state=inst.vm_state,
-            task_state=inst.task_state,
-            held_by=inst.task_owner,
-        )
+        raise _busy(inst, action, f"{reason}; {holder_of(session, ctx, inst)}")
     raise InvalidState(
         reason,
         action=action,
@@ -125,6 +118,17 @@ def _refuse(
         vm_state=inst.vm_state,
         task_state=inst.task_state,
         locked=inst.locked,
+    )
+
+
+def _busy(inst: Instance, action: str, message: str) -> InstanceBusy:
+    return InstanceBusy(
+        message,
+        action=action,
+        name=inst.name,
+        vm_state=inst.vm_state,
+        task_state=inst.task_state,
+        held_by=inst.task_owner,
     )
 
 
@@ -193,13 +197,9 @@ def claim(
             _refuse(session, ctx, inst, action, row, mine)
             # Allowed now, though the UPDATE matched nothing: it changed under us. Refuse
             # rather than loop: the caller's transaction is rolled back and may be tried again.
-            raise InstanceBusy(
-                f"cannot {row.label or action} instance {inst.name}: it changed while claimed",
-                action=action,
-                name=inst.name,
-                vm_state=inst.vm_state,
-                task_state=inst.task_state,
-                held_by=inst.task_owner,
+            label = row.label or action
+            raise _busy(
+                inst, action, f"cannot {label} instance {inst.name}: it changed while claimed"
             )
     return [_fresh(session, u) for u in order]
 
